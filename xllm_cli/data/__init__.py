@@ -1,0 +1,1 @@
+"""Data: Kaldi-style data directories, audio/video I/O, features, datasets, batching."""

@@ -1,0 +1,71 @@
+"""Kaldi tables: text files of ``<key> <value>`` lines, sorted by key in C (byte) order.
+
+These are the building blocks of a data directory (wav.scp, text, utt2spk, ...).
+Reading reports the file and line of any problem; writing is atomic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from ..errors import XllmError, at
+from ..fsutil import atomic_write
+
+
+def c_sort_key(key: str) -> bytes:
+    """Kaldi sorts with ``LC_ALL=C``: compare the UTF-8 bytes."""
+    return key.encode("utf-8")
+
+
+def read_lines(path: str | Path) -> list[tuple[int, str]]:
+    """Return ``(line_number, line)`` pairs of a UTF-8 text file, newline stripped.
+
+    Blank lines are kept so that validators can report them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise XllmError(f"{path}: file not found")
+    data = path.read_bytes()
+    lines = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise at(path, number, f"not valid UTF-8 (byte {e.start})") from None
+        lines.append((number, line))
+    if lines and lines[-1][1] == "" and data.endswith(b"\n"):
+        lines.pop()
+    return lines
+
+
+def read_table(path: str | Path, allow_empty_value: bool = False) -> dict[str, str]:
+    """Read ``<key> <value>`` lines into an insertion-ordered dict.
+
+    Raises a one-line error naming the file and line for a blank line, a missing
+    value or a duplicate key.
+    """
+    table: dict[str, str] = {}
+    for number, line in read_lines(path):
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            raise at(path, number, "blank line")
+        key = parts[0]
+        value = parts[1].strip() if len(parts) > 1 else ""
+        if not value and not allow_empty_value:
+            raise at(path, number, f"key '{key}' has no value")
+        if key in table:
+            raise at(path, number, f"duplicate key '{key}'")
+        table[key] = value
+    return table
+
+
+def write_table(path: str | Path, items: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+    """Write ``<key> <value>`` lines sorted in C order, atomically."""
+    pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+    pairs.sort(key=lambda kv: c_sort_key(kv[0]))
+    with atomic_write(path) as f:
+        for key, value in pairs:
+            f.write(f"{key} {value}\n" if value != "" else f"{key}\n")
