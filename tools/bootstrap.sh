@@ -21,7 +21,7 @@ say() { printf '[bootstrap] %s\n' "$*" >&2; }
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
-command -v sclite >/dev/null || missing+=(sctk)
+command -v sclite >/dev/null || command -v sctk >/dev/null || missing+=(sctk)
 if ((${#missing[@]})); then
   if [[ "${XLLM_NO_APT:-0}" != 1 ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
     say "installing system packages: ${missing[*]}"

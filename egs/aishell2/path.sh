@@ -1,0 +1,2 @@
+# shellcheck shell=bash
+. "$(dirname "${BASH_SOURCE[0]}")/../utils/path.sh"
