@@ -63,6 +63,9 @@ def main(
     """xllm: LLM-based speech recognition toolkit."""
     if debug:
         _state["debug"] = True
+    from .console import setup_logging
+
+    setup_logging(verbose=_state["debug"])  # commands with a log file call it again with the file
 
 
 for _name in COMMAND_MODULES:

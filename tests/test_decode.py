@@ -1,0 +1,323 @@
+"""xllm decode: decode directory layout, result lines, resume, batching, user errors,
+and (with the real tiny model) greedy batch 1 == batch 32."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from xllm_cli.data.datadir import Utterance, write_datadir
+from xllm_cli.decoding import decode as D
+from xllm_cli.errors import XllmError
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT_LINE = re.compile(r"^%(CER|WER|MER) (\d+\.\d\d) \[ (\d+) / (\d+), (\d+) ins, (\d+) del, (\d+) sub \] (\S+)$")
+
+
+def make_data(root: Path, texts: dict[str, str], name: str = "test", with_text: bool = True) -> Path:
+    """A data dir whose utterance k lasts 0.2 * (k + 1) s (silence: the fakes never listen)."""
+    utts = []
+    for k, (utt, text) in enumerate(sorted(texts.items())):
+        wav = root / "wav" / f"{utt}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav, np.zeros(int(3200 * (k + 1)), dtype=np.float32), 16000)
+        utts.append(Utterance(utt_id=utt, spk=utt.split("-")[0], recording=utt, path=str(wav),
+                              text=text if with_text else None, duration=0.2 * (k + 1)))
+    write_datadir(root / name, utts)
+    return root / name
+
+
+def make_exp(root: Path, stages=(1, 3)) -> Path:
+    exp = root / "exp"
+    for s in stages:
+        (exp / f"stage{s}" / "best").mkdir(parents=True, exist_ok=True)
+    return exp
+
+
+class FakeDecoder:
+    """Answers from a table; records the batches it saw."""
+
+    def __init__(self, answers: dict[str, str], batch_size: int = 2):
+        self.answers, self.batch_size, self.seen = answers, batch_size, []
+
+    def batches(self, utts):
+        for group in D.make_batches(utts, self.batch_size, None, lambda u: u.duration):
+            yield SimpleNamespace(utt_ids=[u.utt_id for u in group], durations=[u.duration for u in group])
+
+    def decode(self, batch):
+        self.seen.append(list(batch.utt_ids))
+        return [[(self.answers[u], -0.5), (self.answers[u] + "x", -2.0)] for u in batch.utt_ids]
+
+
+ZH = {"spk1-a": "今天天气很好", "spk1-b": "我们去公园", "spk2-c": "识别该语音", "spk2-d": "你好"}
+
+
+def test_decode_dir_contents_and_cer_result_line(tmp_path, capsys):
+    data = make_data(tmp_path / "data", ZH)
+    exp = make_exp(tmp_path)
+    answers = dict(ZH, **{"spk2-d": "你"})  # one deletion
+    fake = FakeDecoder(answers)
+    summary = D.run_decode(D.DecodeOptions(exp=exp, data=data, stage=3, wer=True), decoder_factory=lambda o, s: fake)
+    out = exp / "decode_test_stage3_llm_beam1"
+    assert summary.decode_dir == out
+    for name in ("hyp", "ref", "hyp.trn", "ref.trn", "per_utt", "result.txt", "decode.log", "nbest.jsonl"):
+        assert (out / name).is_file(), name
+    assert not (out / D.PARTIAL).exists()
+    assert (out / "hyp").read_text(encoding="utf-8").splitlines()[0] == "spk1-a 今天天气很好"
+    assert "spk2-d 你" in (out / "hyp").read_text(encoding="utf-8").splitlines()
+    assert (out / "ref").read_text(encoding="utf-8").splitlines()[-1] == "spk2-d 你好"
+    m = RESULT_LINE.match(summary.result_lines[0])
+    assert m, summary.result_lines[0]
+    assert m.group(1) == "CER" and (m.group(3), m.group(4), m.group(6)) == ("1", "18", "1")
+    assert m.group(8) == str(out)
+    assert summary.result_lines[0] in (out / "result.txt").read_text(encoding="utf-8")
+    assert summary.result_lines[0] in capsys.readouterr().out  # --wer prints it
+    nbest = [json.loads(l) for l in (out / "nbest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert nbest[0]["utt"] == "spk1-a" and len(nbest[0]["nbest"]) == 2
+    # batches went longest first
+    assert fake.seen[0] == ["spk2-d", "spk2-c"]
+    assert "RTF" in (out / "decode.log").read_text(encoding="utf-8")
+
+
+def test_english_is_scored_as_wer(tmp_path):
+    en = {"a-1": "hello world", "a-2": "good morning to you"}
+    data = make_data(tmp_path / "data", en)
+    exp = make_exp(tmp_path)
+    fake = FakeDecoder({"a-1": "hello word", "a-2": "good morning to you"})
+    summary = D.run_decode(D.DecodeOptions(exp=exp, data=data, stage=3), decoder_factory=lambda o, s: fake)
+    m = RESULT_LINE.match(summary.result_lines[0])
+    assert m and m.group(1) == "WER" and (m.group(3), m.group(4)) == ("1", "6")
+
+
+def test_data_without_text_writes_hyp_only(tmp_path):
+    data = make_data(tmp_path / "data", ZH, with_text=False)
+    exp = make_exp(tmp_path)
+    D.run_decode(D.DecodeOptions(exp=exp, data=data, stage=3), decoder_factory=lambda o, s: FakeDecoder(ZH))
+    out = exp / "decode_test_stage3_llm_beam1"
+    assert len((out / "hyp").read_text(encoding="utf-8").splitlines()) == 4
+    assert not (out / "result.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(stage=3), "decode_test_stage3_llm_beam1"),
+        (dict(stage=2, beam=4, nbest=2), "decode_test_stage2_llm_beam4"),
+        (dict(stage=3, use_image=False), "decode_test_stage3_llm_beam1_noimage"),
+        (dict(mode="nar"), "decode_test_stage1_nar"),
+        (dict(stage=3, tag="mine"), "decode_test_mine"),
+        (dict(), "decode_test_stage3_llm_beam1"),  # latest trained stage
+    ],
+)
+def test_decode_dir_names(tmp_path, kwargs, name):
+    exp = make_exp(tmp_path)
+    opts = D.DecodeOptions(exp=exp, data=tmp_path / "data" / "test", **kwargs)
+    assert D.decode_dir_for(opts, D.resolve_stage(opts)) == exp / name
+
+
+def test_killed_job_resumes_from_partial_results(tmp_path):
+    data = make_data(tmp_path / "data", ZH)
+    exp = make_exp(tmp_path)
+    out = exp / "decode_test_stage3_llm_beam1"
+    out.mkdir(parents=True)
+    # a run killed after its first batch, mid-way through writing the second
+    first = json.dumps({"utt": "spk2-d", "nbest": [["你好", -0.1]], "dur": 0.8}, ensure_ascii=False)
+    (out / D.PARTIAL).write_text(first + "\n" + '{"utt": "spk2-c", "nb', encoding="utf-8")
+    fake = FakeDecoder(ZH)
+    D.run_decode(D.DecodeOptions(exp=exp, data=data, stage=3), decoder_factory=lambda o, s: fake)
+    assert sorted(u for b in fake.seen for u in b) == ["spk1-a", "spk1-b", "spk2-c"]
+    assert (out / "hyp").read_text(encoding="utf-8").count("\n") == 4
+    assert "resuming: 1 of 4" in (out / "decode.log").read_text(encoding="utf-8")
+
+
+def test_batches_sorted_longest_first_and_bounded_by_seconds():
+    utts = [SimpleNamespace(utt_id=f"u{i}", duration=d) for i, d in enumerate([1.0, 5.0, 2.0, 4.0, 3.0, 0.5])]
+    groups = D.make_batches(utts, 4, None, lambda u: u.duration)
+    assert [[u.utt_id for u in g] for g in groups] == [["u1", "u3", "u4", "u2"], ["u0", "u5"]]
+    groups = D.make_batches(utts, None, 9.0, lambda u: u.duration)
+    assert all(len(g) * g[0].duration <= 9.0 or len(g) == 1 for g in groups)
+    assert sorted(u.utt_id for g in groups for u in g) == sorted(u.utt_id for u in utts)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(beam=0), dict(nbest=3, beam=2), dict(mode="ctc"), dict(batch_size=4, max_batch_seconds=10.0),
+     dict(rescore="ct2", beam=1), dict(device="tpu")],
+)
+def test_bad_options_are_user_errors(tmp_path, kwargs):
+    with pytest.raises(XllmError):
+        D.DecodeOptions(exp=tmp_path, data=tmp_path, **kwargs).validate()
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "xllm_cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_cli_missing_exp_is_one_line_error(tmp_path):
+    data = make_data(tmp_path / "data", ZH)
+    proc = run_cli("decode", "--exp", tmp_path / "nope", "--data", data)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("xllm: error:") and "nope" in lines[0]
+
+
+def test_cli_wer_without_text_is_one_line_error(tmp_path):
+    data = make_data(tmp_path / "data", ZH, with_text=False)
+    exp = make_exp(tmp_path)
+    proc = run_cli("decode", "--exp", exp, "--data", data, "--stage", "3", "--wer")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and str(data / "text") in lines[0] and "--wer" in lines[0]
+
+
+def test_cli_help_ends_with_example():
+    proc = run_cli("decode", "--help")
+    assert proc.returncode == 0 and "Example: xllm decode" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- the real tiny model
+
+
+def build_tiny_exp(root: Path, texts, vision: bool = False) -> Path:
+    """EXP/stage3/best: the tiny preset with random weights (recipes/model/tiny.yaml) and a char tokenizer.
+
+    The LLM's weights are drawn with a large std, so that its (meaningless) output
+    changes with every input frame and position: a padding or batching bug shows.
+    """
+    import torch
+    import yaml
+    from xllm_cli.models.tiny_llm import create_tiny_llm
+    from xllm_cli.models.xllm import XLLM, save_model
+
+    cfg = yaml.safe_load((REPO / "recipes" / "model" / "tiny.yaml").read_text(encoding="utf-8"))["model"]
+    llm_dir = root / "exp" / "stage0" / "llm"
+    llm, _tok = create_tiny_llm(cfg["llm_init"], texts, llm_dir)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in llm.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3, generator=gen)
+    llm.save_pretrained(str(llm_dir))
+    cfg["llm"]["path"] = str(llm_dir)
+    if not vision:
+        cfg["vision_encoder"] = None
+    torch.manual_seed(0)
+    save_model(XLLM.from_config(cfg), cfg, root / "exp" / "stage3" / "best")
+    return root / "exp"
+
+
+def make_noise_data(root: Path, n: int, texts) -> Path:
+    rng = np.random.default_rng(1)
+    utts = []
+    for k in range(n):
+        utt = f"spk{k % 3}-{k:03d}"
+        wav = root / "wav" / f"{utt}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        samples = int(16000 * rng.uniform(0.3, 1.2))
+        sf.write(wav, (0.1 * rng.standard_normal(samples)).astype(np.float32), 16000)
+        utts.append(Utterance(utt_id=utt, spk=f"spk{k % 3}", recording=utt, path=str(wav), text=texts[k % len(texts)],
+                              duration=samples / 16000))
+    write_datadir(root / "test", utts)
+    return root / "test"
+
+
+TINY_TEXTS = ["今天天气很好", "我们去公园", "你好世界"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("tiny")
+    exp = build_tiny_exp(root, TINY_TEXTS)
+    data = make_noise_data(root / "data", 35, TINY_TEXTS)
+    return SimpleNamespace(exp=exp, data=data)
+
+
+def test_greedy_batch1_equals_batch32(tiny):
+    """Left padding, the KV cache and per-utterance length bounds: the batch must not change the result."""
+    one = D.run_decode(D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, batch_size=1, tag="b1"))
+    many = D.run_decode(D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, batch_size=32, tag="b32"))
+    hyp1 = D.read_hyp(one.decode_dir / "hyp")
+    hyp32 = D.read_hyp(many.decode_dir / "hyp")
+    assert len(hyp1) == 35
+    assert len(set(hyp1.values())) >= 6  # the random model's outputs differ per utterance
+    assert hyp1 == hyp32
+    assert RESULT_LINE.match(one.result_lines[0]).group(1) == "CER"
+    assert one.rtf is not None and one.rtf > 0
+
+
+def test_nar_and_beam_search_with_the_tiny_model(tiny):
+    nar = D.run_decode(D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, mode="nar", tag="nar"))
+    assert len(D.read_hyp(nar.decode_dir / "hyp")) == 35
+    beam = D.run_decode(D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, beam=3, nbest=3, batch_size=8,
+                                        max_new_tokens=6))
+    assert beam.decode_dir.name == "decode_test_stage3_llm_beam3"
+    nbest = D.read_nbest(beam.decode_dir / D.NBEST)
+    assert all(len(n) == 3 for n in nbest.values())
+    assert all(len(t) <= 6 for n in nbest.values() for t, _ in n)  # --max-new-tokens holds (a token = a char here)
+    scores = [s for _, s in nbest["spk0-000"]]
+    assert scores == sorted(scores, reverse=True)
+    hyp = D.read_hyp(beam.decode_dir / "hyp")
+    assert all(hyp[u] == " ".join(n[0][0].split()) for u, n in nbest.items())
+
+
+def test_ct2_rescoring_reranks_the_nbest(tiny):
+    from xllm_cli.decoding.ct2 import export_llm_ct2
+
+    export_llm_ct2(tiny.exp / "stage0" / "llm", tiny.exp / "ct2_llm")
+    opts = D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, beam=3, nbest=3, batch_size=16, max_new_tokens=5,
+                           rescore="ct2", lm_weight=1.0)
+    summary = D.run_decode(opts)
+    out = summary.decode_dir
+    assert out.name == "decode_test_stage3_llm_beam3_ct2rescore_lm1"
+    nbest = D.read_nbest(out / D.NBEST)
+    first = D.read_hyp(out / "hyp.first_pass")
+    hyp = D.read_hyp(out / "hyp")
+    assert set(hyp) == set(nbest) == set(first)
+    assert all(hyp[u] in {" ".join(t.split()) for t, _ in nbest[u]} for u in hyp)
+    assert "rescored 35 n-best lists" in (out / "decode.log").read_text(encoding="utf-8")
+    assert RESULT_LINE.match(summary.result_lines[0])
+
+
+def test_rescore_without_export_is_a_user_error(tiny, tmp_path):
+    exp = tmp_path / "exp2"
+    (exp / "stage3").mkdir(parents=True)
+    (exp / "stage3" / "best").symlink_to(tiny.exp / "stage3" / "best")
+    opts = D.DecodeOptions(exp=exp, data=tiny.data, stage=3, beam=2, nbest=2, rescore="ct2", max_new_tokens=2)
+    with pytest.raises(XllmError, match="xllm export ct2"):
+        D.run_decode(opts)
+
+
+def test_whisper_baseline_writes_the_same_decode_dir(tmp_path):
+    try:
+        from test_whisper_ct2 import build_tiny_whisper  # the scoring helper's offline tiny Whisper
+    except ImportError:
+        pytest.skip("tests/test_whisper_ct2.py:build_tiny_whisper not importable")
+    from xllm_cli.decoding.ct2 import convert_to_ct2
+
+    whisper = convert_to_ct2(build_tiny_whisper(tmp_path / "hf", favour_char="a"), tmp_path / "whisper_ct2")
+    data = make_data(tmp_path / "data", {"a-1": "aaaa", "a-2": "aa aa", "a-3": "b"})
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    summary = D.run_decode(D.DecodeOptions(exp=exp, data=data, whisper=whisper, batch_size=2, wer=True,
+                                             max_new_tokens=20))
+    out = exp / "decode_test_whisper"
+    assert summary.decode_dir == out
+    for name in ("hyp", "ref", "hyp.trn", "ref.trn", "per_utt", "result.txt", "decode.log"):
+        assert (out / name).is_file(), name
+    hyp = D.read_hyp(out / "hyp")
+    assert set(hyp) == {"a-1", "a-2", "a-3"} and all(set(t) <= {"a", " "} and t for t in hyp.values())
+    assert RESULT_LINE.match(summary.result_lines[0]).group(1) == "WER"

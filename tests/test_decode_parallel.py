@@ -1,0 +1,193 @@
+"""xllm decode --nj: split, parallel parts, merge == nj 1, reruns skip finished parts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from xllm_cli.data.datadir import Utterance, write_datadir
+from xllm_cli.decoding import decode as D
+from xllm_cli.decoding import parallel as P
+
+TEXTS = {f"s{k % 3}-u{k:02d}": f"word{k} and {k * 7 % 5}" for k in range(9)}
+
+
+def make_data(root: Path) -> Path:
+    utts = []
+    for k, (utt, text) in enumerate(sorted(TEXTS.items())):
+        wav = root / "wav" / f"{utt}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav, np.zeros(1600 * (k % 4 + 1), dtype=np.float32), 16000)
+        utts.append(Utterance(utt_id=utt, spk=utt.split("-")[0], recording=utt, path=str(wav), text=text,
+                              duration=0.1 * (k % 4 + 1)))
+    write_datadir(root / "test", utts)
+    return root / "test"
+
+
+class Fake:
+    """Deterministic answers that depend on the utterance only (as greedy decoding should)."""
+
+    def batches(self, utts):
+        for g in D.make_batches(utts, 2, None, lambda u: u.duration):
+            yield SimpleNamespace(utt_ids=[u.utt_id for u in g], durations=[u.duration for u in g])
+
+    def decode(self, batch):
+        return [[(TEXTS[u] if not u.endswith("3") else "wrong", -1.0), ("other", -3.0)] for u in batch.utt_ids]
+
+
+def in_process_launcher(calls: list):
+    """Runs each part as `--part k/N` would, in this process, with the fake decoder."""
+
+    def launch(opts, parts, total):
+        calls.append(list(parts))
+        for k in parts:
+            part_opts = D.DecodeOptions(**{**vars(opts), "part": (k, opts.nj), "nj": 1})
+            D.run_decode(part_opts, decoder_factory=lambda o, s: Fake())
+
+    return launch
+
+
+def decode(tmp_path, nj, calls=None):
+    opts = D.DecodeOptions(exp=tmp_path / "exp", data=tmp_path / "data" / "test", stage=3, nj=nj, beam=2, nbest=2)
+    return D.run_decode(opts, decoder_factory=lambda o, s: Fake(), launcher=in_process_launcher(calls if calls is not None else []))
+
+
+@pytest.fixture
+def setup(tmp_path):
+    make_data(tmp_path / "data")
+    (tmp_path / "exp" / "stage3" / "best").mkdir(parents=True)
+    return tmp_path
+
+
+def test_nj3_merge_equals_nj1(setup, tmp_path):
+    one = decode(tmp_path, 1)
+    hyp1 = (one.decode_dir / "hyp").read_bytes()
+    nbest1 = (one.decode_dir / "nbest.jsonl").read_bytes()
+    result1 = one.result_lines
+    for name in ("hyp", "nbest.jsonl", "result.txt"):
+        (one.decode_dir / name).unlink()
+    three = decode(tmp_path, 3)
+    assert three.decode_dir == one.decode_dir
+    assert (three.decode_dir / "hyp").read_bytes() == hyp1
+    assert (three.decode_dir / "nbest.jsonl").read_bytes() == nbest1
+    assert three.result_lines == result1 and "%WER" in result1[0]
+    # Kaldi's split layout, and one output directory per part
+    for k in (1, 2, 3):
+        assert (tmp_path / "data" / "test" / "split3" / str(k) / "utt2spk").is_file()
+        assert (three.decode_dir / "split3" / str(k) / "hyp").is_file()
+    part_utts = [(three.decode_dir / "split3" / str(k) / "hyp").read_text().count("\n") for k in (1, 2, 3)]
+    assert part_utts == [3, 3, 3]
+
+
+def test_rerun_skips_finished_parts(setup, tmp_path):
+    calls = []
+    first = decode(tmp_path, 3, calls)
+    part_hyps = [first.decode_dir / "split3" / str(k) / "hyp" for k in (1, 2, 3)]
+    mtimes = [p.stat().st_mtime_ns for p in part_hyps]
+    split_mtime = (tmp_path / "data" / "test" / "split3" / "2" / "text").stat().st_mtime_ns
+    assert calls == [[1, 2, 3]]
+
+    decode(tmp_path, 3, calls)  # everything finished: nothing is launched
+    assert calls == [[1, 2, 3]]
+    assert [p.stat().st_mtime_ns for p in part_hyps] == mtimes
+    assert (tmp_path / "data" / "test" / "split3" / "2" / "text").stat().st_mtime_ns == split_mtime
+    log = (first.decode_dir / "decode.log").read_text()
+    assert "part 2/3 already decoded" in log
+
+    part_hyps[1].unlink()  # as if part 2 had been killed
+    decode(tmp_path, 3, calls)
+    assert calls == [[1, 2, 3], [2]]
+    assert part_hyps[0].stat().st_mtime_ns == mtimes[0]
+    assert (first.decode_dir / "hyp").read_text().count("\n") == 9
+
+
+def test_worker_arguments_are_a_list_with_the_part(tmp_path):
+    opts = D.DecodeOptions(exp=tmp_path / "e x p", data=tmp_path / "d", stage=3, nj=4, beam=3, nbest=2,
+                           use_image=False, max_batch_seconds=30.0)
+    args = P.worker_args(opts, 2, 4, threads=1)
+    assert args[:3] == [sys.executable, "-m", "xllm_cli"]
+    assert str(tmp_path / "e x p") in args  # a path with spaces stays one argument
+    i = args.index("--part")
+    assert args[i + 1] == "2/4"
+    assert "--no-image" in args and args[args.index("--beam") + 1] == "3"
+    # the worker names the same decode directory as the parent
+    assert D.decode_tag(opts, 3) == "stage3_llm_beam3_noimage"
+
+
+def test_more_jobs_than_utterances_is_a_user_error(setup, tmp_path):
+    from xllm_cli.errors import XllmError
+
+    with pytest.raises(XllmError, match="--nj 12"):
+        decode(tmp_path, 12)
+
+
+# ----------------------------------------------------------------------------- real processes, real tiny model
+
+
+def build_tiny_exp(root: Path, texts) -> Path:
+    """The tiny preset (recipes/model/tiny.yaml) with random weights, saved as EXP/stage3/best."""
+    import torch
+    import yaml
+    from xllm_cli.models.tiny_llm import create_tiny_llm
+    from xllm_cli.models.xllm import XLLM, save_model
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((repo / "recipes" / "model" / "tiny.yaml").read_text(encoding="utf-8"))["model"]
+    llm_dir = root / "exp" / "stage0" / "llm"
+    llm, _ = create_tiny_llm(cfg["llm_init"], texts, llm_dir)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in llm.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3, generator=gen)  # varied outputs: a merge mix-up would show
+    llm.save_pretrained(str(llm_dir))
+    cfg["llm"]["path"] = str(llm_dir)
+    cfg["vision_encoder"] = None
+    torch.manual_seed(0)
+    save_model(XLLM.from_config(cfg), cfg, root / "exp" / "stage3" / "best")
+    return root / "exp"
+
+
+def test_cli_nj2_subprocesses_equal_nj1_and_rerun_skips(tmp_path):
+    import subprocess
+
+    rng = np.random.default_rng(2)
+    utts = []
+    for k in range(8):
+        utt = f"spk{k % 2}-{k:02d}"
+        wav = tmp_path / "wav" / f"{utt}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        n = int(16000 * rng.uniform(0.3, 0.9))
+        sf.write(wav, (0.1 * rng.standard_normal(n)).astype(np.float32), 16000)
+        utts.append(Utterance(utt_id=utt, spk=f"spk{k % 2}", recording=utt, path=str(wav), text="你好世界"))
+    write_datadir(tmp_path / "data" / "test", utts)  # no utt2dur: durations come from the audio headers
+    exp = build_tiny_exp(tmp_path, ["你好世界", "今天天气很好"])
+
+    def xllm(*args):
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        return subprocess.run([sys.executable, "-m", "xllm_cli", "decode", "--exp", str(exp), "--data",
+                               str(tmp_path / "data" / "test"), "--stage", "3", "--batch-size", "3", *args],
+                              capture_output=True, text=True, timeout=180, env=env)
+
+    # nj 1 in this process; nj 2 as `xllm decode` spawning two `--part k/2` processes
+    one = D.run_decode(D.DecodeOptions(exp=exp, data=tmp_path / "data" / "test", stage=3, batch_size=3, tag="one"))
+    two = xllm("--tag", "two", "--nj", "2", "--wer")
+    assert two.returncode == 0, two.stderr
+    d1, d2 = one.decode_dir, exp / "decode_test_two"
+    assert (d1 / "hyp").read_text(encoding="utf-8") == (d2 / "hyp").read_text(encoding="utf-8")
+    assert (d1 / "hyp").read_text(encoding="utf-8").count("\n") == 8
+    assert two.stdout.splitlines()[0].split()[:2] == one.result_lines[0].split()[:2]  # "%CER x.xx" printed by --wer
+    assert "RTF" in (d2 / "decode.log").read_text()
+    assert "decoding part 1/2" in (d2 / "split2" / "1" / "decode.log").read_text()
+
+    mtimes = [(d2 / "split2" / k / "hyp").stat().st_mtime_ns for k in ("1", "2")]
+    # the rerun (in this process, with the real subprocess launcher) finds both parts finished
+    D.run_decode(D.DecodeOptions(exp=exp, data=tmp_path / "data" / "test", stage=3, batch_size=3, tag="two", nj=2))
+    assert [(d2 / "split2" / k / "hyp").stat().st_mtime_ns for k in ("1", "2")] == mtimes
+    assert "part 1/2 already decoded" in (d2 / "decode.log").read_text()

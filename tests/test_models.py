@@ -1,0 +1,320 @@
+"""XLLM with the tiny preset: stages 0-3, generation, save/load, prompts and chat template."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from xllm_cli.data.batch import Batch
+from xllm_cli.models.tiny_llm import create_tiny_llm
+from xllm_cli.models.xllm import XLLM, load_model, save_model
+
+torch.set_num_threads(1)
+
+PRESET = Path(__file__).resolve().parents[1] / "recipes" / "model" / "tiny.yaml"
+TEXTS = ["你好世界", "今天天气很好", "我爱北京天安门", "猫在桌子上", "红色的苹果"]
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory) -> dict:
+    model_cfg = yaml.safe_load(PRESET.read_text(encoding="utf-8"))["model"]
+    # smaller than the preset to keep the file fast; same structure
+    model_cfg["speech_encoder"].update(d_model=64, num_layers=2, ffn_dim=128)
+    model_cfg["cformer"].update(d_model=64, num_layers=1, ffn_dim=128)
+    model_cfg["llm_init"].update(hidden_size=64, num_layers=2, intermediate_size=128)
+    llm_dir = tmp_path_factory.mktemp("llm")
+    torch.manual_seed(0)
+    create_tiny_llm(model_cfg["llm_init"], TEXTS, llm_dir)
+    model_cfg["llm"]["path"] = str(llm_dir)
+    return model_cfg
+
+
+def make_batch(n: int, seed: int = 0, images: bool = True, video: bool = True, prompts=None) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(60, 160, (n,), generator=g)
+    lens[0] = 160
+    feats = torch.randn(n, 160, 80, generator=g)
+    feats = feats * (torch.arange(160)[None, :, None] < lens[:, None, None])
+    return Batch(
+        utt_ids=[f"u{i:03d}" for i in range(n)],
+        feats=feats,
+        feat_lens=lens,
+        texts=[TEXTS[i % len(TEXTS)] for i in range(n)],
+        prompts=prompts,
+        images=torch.randn(n, 3, 64, 64, generator=g) if images else None,
+        image_mask=(torch.arange(n) % 2 == 0) if images else None,
+        videos=torch.randn(n, 2, 3, 64, 64, generator=g) if video else None,
+        video_mask=(torch.arange(n) % 3 == 1) if video else None,
+    )
+
+
+def grads_by_group(model: XLLM) -> set[str]:
+    names = set()
+    for n, p in model.named_parameters():
+        if p.grad is not None and p.grad.abs().sum() > 0:
+            names.add(n)
+    return names
+
+
+EXPECTED = {
+    # (stage, modality): prefixes that must receive gradients; everything else must not
+    (0, "speech"): ["llm."],
+    (1, "speech"): ["speech_encoder.", "cformer."],
+    (1, "image"): ["vision_encoder.", "qformer.qformer.", "qformer.query_tokens", "itc."],
+    (2, "speech"): ["cformer.predictor.", "cformer.layers.", "cformer.norm.", "speech_adapter."],
+    (2, "image"): ["qformer.qformer.", "qformer.query_tokens", "image_adapter."],
+    (2, "video"): ["qformer.video_query_tokens", "qformer.frame_embed", "video_adapter."],
+    (3, "speech"): ["speech_adapter.", "image_adapter.", "video_adapter."],
+}
+
+
+@pytest.mark.parametrize("stage,modality", list(EXPECTED))
+def test_stage_losses_and_gradients(cfg, stage, modality):
+    torch.manual_seed(0)
+    model = XLLM.from_config(cfg)
+    model.configure_stage(stage, modality)
+    model.train()
+    out = model(make_batch(4), stage)
+    assert torch.isfinite(out.loss) and out.loss.ndim == 0
+    assert all(isinstance(v, float) for v in out.logs.values())
+    out.loss.backward()
+    got = grads_by_group(model)
+    allowed = EXPECTED[(stage, modality)]
+    stray = [n for n in got if not any(n.startswith(p) for p in allowed)]
+    assert not stray, f"frozen parameters got gradients: {stray[:5]}"
+    for prefix in allowed:
+        assert any(n.startswith(prefix) for n in got), f"{prefix} got no gradient"
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None, n
+    # frozen pretrained LLM stays in eval mode while training the interfaces
+    if stage > 0:
+        assert not model.llm.training
+
+
+def test_stage1_speech_logs_and_train_modules_override(cfg):
+    model = XLLM.from_config(cfg)
+    model.configure_stage(1, "all")
+    out = model(make_batch(4), 1)
+    assert {"cif_ce", "cif_quantity", "cif_ctc", "itc"} <= set(out.logs)
+    model.configure_stage(3, train_modules=["speech_adapter", "cformer"])
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"speech_adapter", "cformer"}
+    with pytest.raises(Exception):
+        model.configure_stage(3, train_modules=["nonsense"])
+
+
+def test_labels_only_on_target(cfg):
+    from xllm_cli.models.llm import assemble
+
+    model = XLLM.from_config(cfg)
+    lay = model.formatter.layout("请忠实地识别该语音", ("speech",))
+    embed = model.llm.get_input_embeddings()
+    speech = torch.randn(5, embed.weight.shape[1])
+    target = model.formatter.target_ids("你好")
+    emb, mask, labels, pos = assemble(embed, [lay, lay], [{"speech": speech}, {"speech": speech[:2]}],
+                                      [target, target], False, "cpu", torch.float32)
+    assert target[-1] == model.tokenizer.eos_token_id
+    for b in range(2):
+        valid = labels[b][labels[b] != -100].tolist()
+        assert valid == target
+        n = int(mask[b].sum())
+        assert labels[b, n - len(target):n].tolist() == target  # target (then EOS) closes the sequence
+        assert pos[b, :n].tolist() == list(range(n))
+    # the speech slot sits between <speech> and </speech>
+    text_before = model.tokenizer.decode(list(lay.items[lay.items.index("speech") - 1]))
+    assert text_before.endswith("<speech>")
+
+
+def test_generate_batch1_equals_batch32(cfg):
+    torch.manual_seed(1)
+    model = XLLM.from_config(cfg).eval()
+    batch = make_batch(32, seed=5)
+    full = model.generate(batch, max_new_tokens=8)
+    assert len(full) == 32 and all(len(h) == 1 for h in full)
+    for i in range(32):
+        one = Batch(
+            utt_ids=[batch.utt_ids[i]],
+            feats=batch.feats[i : i + 1, : int(batch.feat_lens[i])],
+            feat_lens=batch.feat_lens[i : i + 1],
+            texts=[batch.texts[i]],
+            images=batch.images[i : i + 1],
+            image_mask=batch.image_mask[i : i + 1],
+            videos=batch.videos[i : i + 1],
+            video_mask=batch.video_mask[i : i + 1],
+        )
+        single = model.generate(one, max_new_tokens=8)
+        assert single[0][0][0] == full[i][0][0], i
+        assert abs(single[0][0][1] - full[i][0][1]) < 1e-3
+    # n-best from beam search
+    nbest = model.generate(make_batch(2), max_new_tokens=6, num_beams=3, num_return_sequences=3)
+    assert all(len(h) == 3 for h in nbest)
+    assert all(h[0][1] >= h[-1][1] for h in nbest)
+
+
+def test_use_image_false_drops_image(cfg):
+    model = XLLM.from_config(cfg).eval()
+    batch = make_batch(3, video=False)
+    no_img = copy.copy(batch)
+    no_img.images, no_img.image_mask = None, None
+    assert model.generate(batch, max_new_tokens=5, use_image=False) == model.generate(no_img, max_new_tokens=5)
+
+
+def test_prompt_override(cfg):
+    model = XLLM.from_config(cfg)
+    batch = make_batch(2, images=False, video=False, prompts=[None, "你好"])
+    per_utt = [{"speech": None}, {"speech": None}]
+    lays = model._layouts(batch, per_utt)
+    decoded = [model.tokenizer.decode([t for it in lay.items if not isinstance(it, str) for t in it]) for lay in lays]
+    assert decoded[0].endswith("请忠实地识别该语音")
+    assert decoded[1].endswith("你好") and "识别" not in decoded[1]
+
+
+def test_chat_template_path(cfg, tmp_path):
+    from xllm_cli.models.tokenizer import load_tokenizer
+
+    src = Path(cfg["llm"]["path"])
+    llm_dir = tmp_path / "llm_chat"
+    llm_dir.mkdir()
+    for f in src.iterdir():
+        (llm_dir / f.name).write_bytes(f.read_bytes())
+    tok = load_tokenizer(llm_dir)
+    tok.chat_template = (
+        "{% for m in messages %}<s>{{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<s>:{% endif %}"
+    )
+    tok.save_pretrained(str(llm_dir))
+    c = copy.deepcopy(cfg)
+    c["llm"]["path"] = str(llm_dir)
+    model = XLLM.from_config(c)
+    assert model.formatter.use_chat_template
+    lay = model.formatter.layout("请忠实地识别该语音", ("image", "speech"))
+    assert [i for i in lay.items if isinstance(i, str)] == ["image", "speech"]
+    pieces = [model.tokenizer.decode(list(i)) for i in lay.items if not isinstance(i, str)]
+    bos, eos = model.tokenizer.bos_token_id, model.tokenizer.eos_token_id
+    first = list(lay.items[0])
+    assert first[0] == bos  # "<s>" in the template is the BOS token, not three characters
+    assert pieces[0] == "<s><image>" and pieces[1] == "</image><speech>"
+    assert list(lay.items[-1])[-3:] == [eos, bos] + model.tokenizer(":", add_special_tokens=False)["input_ids"]
+    model.configure_stage(2, "speech")
+    model.train()
+    out = model(make_batch(2, images=False, video=False), 2)
+    assert torch.isfinite(out.loss)
+    model.eval()
+    assert len(model.generate(make_batch(2), max_new_tokens=4)) == 2
+
+
+def test_save_load_round_trip(cfg, tmp_path):
+    torch.manual_seed(0)
+    model = XLLM.from_config(cfg)
+    model.configure_stage(1, "all")
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(make_batch(4), 1).loss.backward()
+    opt.step()
+    model.eval()
+    save_model(model, cfg, tmp_path / "m")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert not any(k.startswith("llm.") for k in keys)  # the LLM is referenced by path, not copied
+    assert any(k.startswith("speech_encoder.") for k in keys)  # random-init conformer is saved
+    assert any(k.startswith("vision_encoder.") for k in keys)  # tiny vision encoder too
+    loaded = load_model(tmp_path / "m")
+    batch = make_batch(3)
+    assert loaded.nar_decode(batch) == model.nar_decode(batch)
+    assert loaded.generate(batch, max_new_tokens=6) == model.generate(batch, max_new_tokens=6)
+    loaded.configure_stage(2, "speech")
+    model.configure_stage(2, "speech")
+    torch.testing.assert_close(loaded(batch, 2).loss, model(batch, 2).loss)
+    # stage 0 trains the LLM: then its weights must be saved
+    model.configure_stage(0)
+    save_model(model, cfg, tmp_path / "m0")
+    with safe_open(str(tmp_path / "m0" / "model.safetensors"), "pt") as f:
+        assert any(k.startswith("llm.") for k in f.keys())
+    assert yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())["model"]["llm"]["path"] == cfg["llm"]["path"]
+
+
+def test_presets_parse():
+    from xllm_cli.models.config import load_model_config
+
+    presets = sorted(PRESET.parent.glob("*.yaml"))
+    assert len(presets) >= 5
+    for p in presets:
+        m = load_model_config(p)
+        assert {"llm", "speech_encoder", "cformer", "speech_adapter"} <= set(m), p
+        assert m["speech_encoder"]["type"] in ("conformer", "whisper", "hubert", "wav2vec2")
+        assert m["cformer"]["d_model"] % m["cformer"]["num_heads"] == 0, p
+        if p.name != "tiny.yaml":
+            assert m["llm"]["path"] and m["speech_encoder"]["path"] and m["dtype"] == "bfloat16"
+
+
+def test_pretrained_parts_are_referenced_not_copied(cfg, tmp_path):
+    from safetensors import safe_open
+    from transformers import CLIPVisionConfig, CLIPVisionModel, WhisperConfig, WhisperModel
+
+    torch.manual_seed(0)
+    WhisperModel(WhisperConfig(
+        d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80, max_source_positions=1500,
+        max_target_positions=32, vocab_size=100, pad_token_id=1, bos_token_id=2, eos_token_id=3,
+        decoder_start_token_id=2,
+    )).save_pretrained(str(tmp_path / "whisper"))
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=4, image_size=64, patch_size=16)).save_pretrained(
+        str(tmp_path / "clip"))
+    c = copy.deepcopy(cfg)
+    c["speech_encoder"] = {"type": "whisper", "path": str(tmp_path / "whisper")}
+    c["cformer"].update(d_model=32)
+    c["vision_encoder"] = {"path": str(tmp_path / "clip")}
+    model = XLLM.from_config(c)
+    model.configure_stage(1, "all")
+    assert not any(p.requires_grad for p in model.speech_encoder.parameters())  # pretrained: frozen
+    assert not any(p.requires_grad for p in model.vision_encoder.parameters())
+    model.train()
+    assert not model.speech_encoder.training and model.cformer.training
+    model(make_batch(2), 1).loss.backward()
+    model.eval()
+    save_model(model, c, tmp_path / "m")
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:
+        prefixes = {k.split(".")[0] for k in f.keys()}
+    assert prefixes.isdisjoint({"llm", "speech_encoder", "vision_encoder"})
+    assert {"cformer", "qformer", "speech_adapter"} <= prefixes
+    loaded = load_model(tmp_path / "m")
+    batch = make_batch(2)
+    assert loaded.nar_decode(batch) == model.nar_decode(batch)
+    # fine-tuning the pretrained encoder makes it part of the saved model
+    c["speech_encoder"]["finetune"] = True
+    model.cfg = c
+    model.configure_stage(1, "speech")
+    assert all(p.requires_grad for p in model.speech_encoder.encoder.layers.parameters())
+    save_model(model, c, tmp_path / "m2")
+    with safe_open(str(tmp_path / "m2" / "model.safetensors"), "pt") as f:
+        assert any(k.startswith("speech_encoder.") for k in f.keys())
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu,
+                                        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])],
+)
+def test_bf16_llm_with_fp32_interfaces(cfg, device):
+    c = copy.deepcopy(cfg)
+    c["dtype"] = "bfloat16"
+    model = XLLM.from_config(c).to(device)
+    assert model.llm.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert model.speech_adapter[0].weight.dtype == torch.float32  # trained parts stay fp32
+    model.configure_stage(2, "speech")
+    model.train()
+    out = model(make_batch(2).to(device), 2)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.speech_adapter[0].weight.grad is not None
+    model.eval()
+    hyps = model.generate(make_batch(2), max_new_tokens=4)
+    assert len(hyps) == 2 and all(isinstance(h[0][0], str) for h in hyps)

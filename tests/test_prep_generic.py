@@ -1,0 +1,107 @@
+"""`xllm prep dir`: a user's own folder of audio files with .txt transcripts or a TSV."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from xllm_cli.corpora.generic import ids_for, prepare_dir
+from xllm_cli.data.tables import read_table
+from xllm_cli.errors import XllmError
+
+
+def write_audio(path, seconds, fmt=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.zeros(int(seconds * 16000), dtype="float32"), 16000, format=fmt)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "my audio"
+    write_audio(root / "alice" / "take 1.wav", 0.5)
+    (root / "alice" / "take 1.txt").write_text("Hello  world\n", encoding="utf-8")
+    write_audio(root / "alice" / "b.flac", 0.25, fmt="FLAC")
+    (root / "alice" / "b.txt").write_text("第二句\n话\n", encoding="utf-8")
+    write_audio(root / "top.wav", 0.1)
+    (root / "top.txt").write_text("top level", encoding="utf-8")
+    write_audio(root / "bob" / "no_text.wav", 0.1)  # no transcript: reported, skipped
+    (root / "notes.md").write_text("not audio")
+    return root
+
+
+def test_txt_transcripts(folder, tmp_path):
+    data = tmp_path / "data" / "mine"
+    report = prepare_dir(folder, data)
+    assert read_table(data / "text") == {"alice-b": "第二句 话", "alice-take_1": "Hello world", "top": "top level"}
+    assert read_table(data / "utt2spk") == {"alice-b": "alice", "alice-take_1": "alice", "top": "top"}
+    durs = read_table(data / "utt2dur")
+    assert float(durs["alice-take_1"]) == pytest.approx(0.5, abs=1e-3)
+    assert float(durs["alice-b"]) == pytest.approx(0.25, abs=1e-3)
+    assert read_table(data / "wav.scp")["alice-b"] == str(folder / "alice" / "b.flac")
+    assert [os.path.basename(p) for p in report.no_transcript] == ["no_text.wav"]
+    assert report.sets["mine"].utterances == 3
+
+
+def test_extension_filter(folder, tmp_path):
+    prepare_dir(folder, tmp_path / "d", extensions="flac")
+    assert list(read_table(tmp_path / "d" / "text")) == ["alice-b"]
+
+
+def test_tsv(folder, tmp_path):
+    tsv = tmp_path / "list.tsv"
+    tsv.write_text("path\ttext\nalice/take 1.wav\tfrom the tsv\n" f"{folder / 'top.wav'}\tabsolute path\n", encoding="utf-8")
+    prepare_dir(folder, tmp_path / "d", tsv=tsv)
+    assert read_table(tmp_path / "d" / "text") == {"alice-take_1": "from the tsv", "top": "absolute path"}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("alice/take 1.wav\t\n", r"list.tsv:1: 'alice/take 1.wav' has no transcript text"),
+        ("alice/take 1.wav\tone\nalice/nope.wav\ttwo\n", r"list.tsv:2: audio file not found"),
+        ("alice/take 1.wav\tone\nalice/take 1.wav\tagain\n", r"list.tsv:2: duplicate audio file 'alice/take 1.wav' \(first on line 1\)"),
+        ("alice/take 1.wav one\n", r"list.tsv:1: expected 'path<TAB>transcript'"),
+    ],
+)
+def test_tsv_errors_name_the_line(folder, tmp_path, content, message):
+    tsv = tmp_path / "list.tsv"
+    tsv.write_text(content, encoding="utf-8")
+    with pytest.raises(XllmError, match=message):
+        prepare_dir(folder, tmp_path / "d", tsv=tsv)
+    assert not (tmp_path / "d").exists()
+
+
+def test_bad_inputs(folder, tmp_path):
+    (folder / "alice" / "b.txt").write_text("  \n", encoding="utf-8")
+    with pytest.raises(XllmError, match=r"b.txt:1: transcript has no text"):
+        prepare_dir(folder, tmp_path / "d")
+    (folder / "alice" / "b.txt").write_text("ok", encoding="utf-8")
+    write_audio(folder / "alice" / "b.wav", 0.1)  # same id as b.flac
+    with pytest.raises(XllmError, match=r"gets the utterance id 'alice-b', as does"):
+        prepare_dir(folder, tmp_path / "d")
+    with pytest.raises(XllmError, match="audio folder not found"):
+        prepare_dir(tmp_path / "nope", tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_ids():
+    assert ids_for("spk1/a b.wav") == ("spk1-a_b", "spk1")
+    assert ids_for("x/spk 1/utt.flac") == ("x-spk_1-utt", "x-spk_1")
+    assert ids_for("solo.mp3") == ("solo", "solo")
+
+
+def test_cli(folder, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "xllm_cli", "prep", "dir", str(folder), str(tmp_path / "d"), "--ext", "wav"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(read_table(tmp_path / "d" / "text")) == ["alice-take_1", "top"]
+    assert (tmp_path / "d" / "prep_dir.log").is_file()
+    proc = subprocess.run([sys.executable, "-m", "xllm_cli", "prep", "dir", str(tmp_path / "nope"), str(tmp_path / "e")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and proc.stderr.strip().endswith("audio folder not found")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,83 @@
+"""``xllm score``: Kaldi lines on stdout, decode-dir files, and agreement with NIST sclite."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from xllm_cli.main import app
+from xllm_cli.scoring import read_text, score_texts
+from xllm_cli.scoring.sclite import find_sclite, run_sclite
+
+runner = CliRunner()
+
+REF = {
+    "s1-u1": "今天天气很好",      # hyp: one substitution, one insertion
+    "s1-u2": "我们去公园吧",      # hyp: two deletions
+    "s2-u3": "明天会下雨",        # hyp: correct
+    "s2-u4": "他说了什么",        # hyp missing entirely: five deletions
+    "s3-u5": "请打开窗户",        # hyp: one deletion, one insertion
+}
+HYP = {
+    "s1-u1": "今天天汽很好啊",
+    "s1-u2": "我们公园",
+    "s2-u3": "明天会下雨。",
+    "s3-u5": "请开窗户呀",
+}
+
+
+def _write(path, table):
+    path.write_text("".join(f"{k} {v}\n" for k, v in table.items()), encoding="utf-8")
+    return path
+
+
+def test_score_prints_kaldi_lines_and_writes_files(tmp_path):
+    ref, hyp = _write(tmp_path / "ref", REF), _write(tmp_path / "hyp", HYP)
+    out = tmp_path / "decode"
+    res = runner.invoke(app, ["score", str(ref), str(hyp), "--unit", "char", "--out", str(out), "--per-spk"])
+    assert res.exit_code == 0, res.output
+    expected = score_texts(read_text(ref), read_text(hyp), unit="char").totals
+    assert (expected.ins, expected.dels, expected.subs) == (2, 8, 1)
+    lines = [line for line in res.stdout.splitlines() if line.startswith("%")]
+    assert lines[0] == f"%CER 40.74 [ 11 / 27, 2 ins, 8 del, 1 sub ] {out}"
+    assert lines[1] == f"%SER 80.00 [ 4 / 5 ] {out}"
+    for name in ("hyp", "ref", "hyp.trn", "ref.trn", "per_utt", "per_spk", "result.txt"):
+        assert (out / name).is_file(), name
+    assert (out / "result.txt").read_text(encoding="utf-8").splitlines()[:2] == lines
+
+
+def test_score_options_change_counts(tmp_path):
+    ref = _write(tmp_path / "ref", {"a-1": "Hello, World"})
+    hyp = _write(tmp_path / "hyp", {"a-1": "hello world!"})
+    res = runner.invoke(app, ["score", str(ref), str(hyp), "--unit", "word"])
+    assert res.stdout.startswith("%WER 100.00 [ 2 / 2, 0 ins, 0 del, 2 sub ]")
+    res = runner.invoke(app, ["score", str(ref), str(hyp), "--unit", "word", "--lower"])
+    assert res.stdout.startswith("%WER 0.00 [ 0 / 2, 0 ins, 0 del, 0 sub ]")
+    res = runner.invoke(app, ["score", str(ref), str(hyp), "--unit", "word", "--lower", "--keep-punct"])
+    assert res.stdout.startswith("%WER 100.00 [ 2 / 2, 0 ins, 0 del, 2 sub ]")
+
+
+def test_score_rejects_bad_unit(tmp_path):
+    ref = _write(tmp_path / "ref", {"a-1": "x"})
+    res = runner.invoke(app, ["score", str(ref), str(ref), "--unit", "phone"])
+    assert res.exit_code != 0 and "--unit" in str(res.exception)
+
+
+def test_help_ends_with_example():
+    res = runner.invoke(app, ["score", "--help"])
+    assert res.exit_code == 0 and "Example: xllm score" in res.stdout
+
+
+@pytest.mark.skipif(find_sclite() is None, reason="sclite (SCTK) not installed")
+def test_sclite_agrees_with_our_counts(tmp_path):
+    ref, hyp = _write(tmp_path / "ref", REF), _write(tmp_path / "hyp", HYP)
+    out = tmp_path / "decode"
+    res = runner.invoke(app, ["score", str(ref), str(hyp), "--out", str(out), "--sclite"])
+    assert res.exit_code == 0, res.output
+    assert "SYSTEM SUMMARY" in res.stdout
+    ours = score_texts(read_text(ref), read_text(hyp), unit="char").totals
+    sc = run_sclite(out / "ref.trn", out / "hyp.trn", tmp_path / "sc")
+    assert (sc.n, sc.errors, sc.ins, sc.dels, sc.subs, sc.correct) == (
+        ours.n, ours.errors, ours.ins, ours.dels, ours.subs, ours.correct)
+    assert (sc.sentences, sc.sentence_errors) == (ours.sentences, ours.sentence_errors)
+    assert sc.ins > 0 and sc.dels > 0 and sc.subs > 0

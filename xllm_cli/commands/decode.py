@@ -1,0 +1,63 @@
+"""``xllm decode``: decode a data directory with an experiment's model and score it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def decode(
+    exp: Path = typer.Option(..., "--exp", help="Experiment directory (EXP/stageN/best or averaged holds the model)."),
+    data: Path = typer.Option(..., "--data", help="Kaldi data directory to decode; its basename names the set."),
+    stage: Optional[int] = typer.Option(None, "--stage", help="Model of this stage (default: latest of 3, 2 for llm; 1 for nar)."),
+    wer: bool = typer.Option(False, "--wer", help="Print the result lines (CER for Chinese, WER for space-delimited text); needs DATA/text."),
+    beam: int = typer.Option(1, "--beam", help="Beam size (1 = greedy)."),
+    nbest: int = typer.Option(1, "--nbest", help="Hypotheses kept per utterance in nbest.jsonl (<= --beam)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Utterances per batch (default: 16)."),
+    max_batch_seconds: Optional[float] = typer.Option(
+        None, "--max-batch-seconds", help="Instead of --batch-size: at most this many padded seconds of audio per batch."
+    ),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, "--max-new-tokens", help="Cap on generated tokens (default: bounded by the input length)."
+    ),
+    nj: int = typer.Option(1, "--nj", help="Parallel jobs: split DATA into DATA/split{N} and decode the parts in N processes."),
+    mode: str = typer.Option("llm", "--mode", help="llm: LLM generation from the soft prompts; nar: the C-Former's own classifier."),
+    no_image: bool = typer.Option(False, "--no-image", help="Ignore image.scp (decode from speech alone)."),
+    no_video: bool = typer.Option(False, "--no-video", help="Ignore video.scp frames (speech only)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 on cuda)."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Decode directory suffix (default: from stage/mode/beam/--no-image)."),
+    rescore: Optional[str] = typer.Option(
+        None, "--rescore", help="ct2: rescore the n-best with the exported CTranslate2 LLM (EXP/ct2_llm; xllm export ct2)."
+    ),
+    lm_weight: float = typer.Option(0.5, "--lm-weight", help="Weight of the CTranslate2 LLM score in --rescore."),
+    whisper: Optional[Path] = typer.Option(
+        None, "--whisper", help="Decode with this CTranslate2 Whisper model directory instead (baseline; decode_<set>_whisper)."
+    ),
+    part: Optional[str] = typer.Option(None, "--part", hidden=True, help="Internal (--nj workers): decode part k/N."),
+    threads: Optional[int] = typer.Option(None, "--threads", hidden=True, help="Internal: torch threads of this process."),
+) -> None:
+    """Decode DATA with the model of EXP and write EXP/decode_<set>_<tag>/.
+
+    The decode directory holds hyp (Kaldi text), nbest.jsonl, decode.log and, when
+    DATA has a text file, ref, hyp.trn/ref.trn (sclite), per_utt alignments and
+    result.txt. Utterances are decoded in batches sorted by length; a killed job
+    resumes where it stopped, and with --nj a rerun skips finished parts. The
+    real-time factor (decode seconds / audio seconds) is printed at the end.
+
+    Example: xllm decode --exp exp/mini --data data/test --stage 3 --beam 4 --wer --nj 2
+    """
+    from ..decoding.decode import DecodeOptions, parse_part, run_decode
+
+    opts = DecodeOptions(
+        exp=exp, data=data, stage=stage, mode=mode, beam=beam, nbest=nbest, batch_size=batch_size,
+        max_batch_seconds=max_batch_seconds, max_new_tokens=max_new_tokens, nj=nj, use_image=not no_image,
+        use_video=not no_video, device=device, tag=tag, wer=wer, rescore=rescore, lm_weight=lm_weight,
+        whisper=whisper, part=parse_part(part) if part else None, threads=threads,
+    )
+    run_decode(opts)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("decode")(decode)

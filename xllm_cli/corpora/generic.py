@@ -1,0 +1,198 @@
+"""A user's own folder of audio files into one Kaldi data directory.
+
+Two ways to give transcripts:
+
+* beside the audio: ``AUDIO_DIR/spk1/a.wav`` with ``AUDIO_DIR/spk1/a.txt``
+  (the whole file is the transcript; line breaks become spaces). Audio files
+  without a ``.txt`` are reported and skipped.
+* a TSV file: ``path<TAB>transcript`` per line (an optional header row
+  ``path<TAB>text`` is skipped); relative paths are relative to ``AUDIO_DIR``.
+
+Ids: the utterance id is the file's path relative to ``AUDIO_DIR`` without its
+extension, folders joined by ``-`` and characters other than letters, digits,
+``_``, ``.`` and ``-`` replaced by ``_`` (``spk1/a b.wav`` -> ``spk1-a_b``). The
+speaker is the folder part of that id (``spk1``), a prefix of the utterance id
+as Kaldi requires; files directly in ``AUDIO_DIR`` are their own speaker. Two
+files that map to the same id are an error naming both.
+
+Text is kept as written (case, punctuation), whitespace runs collapsed.
+Durations come from :func:`xllm_cli.data.audio.audio_duration` when that module
+is available, else from soundfile.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..console import log
+from ..errors import XllmError, at, require_dir, require_file
+from .aishell import PrepReport, audio_durations, clean_text, report_orphans, set_stats, soundfile_duration
+
+DEFAULT_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "wma", "webm", "mp4", "mkv")
+_UNSAFE = re.compile(r"[^\w.\-]+")
+_HEADER_PATHS = {"path", "audio", "file", "filename", "wav", "audio_path", "audio_filepath"}
+_HEADER_TEXTS = {"text", "transcript", "transcription", "sentence", "label"}
+
+
+def sanitize(part: str) -> str:
+    """One id component: no whitespace or separators, never empty."""
+    cleaned = _UNSAFE.sub("_", part).strip("_")
+    return cleaned or "_"
+
+
+def ids_for(rel_path: str) -> tuple[str, str]:
+    """``(utt_id, speaker)`` for a path relative to the audio folder."""
+    parts = [p for p in rel_path.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    stem = os.path.splitext(parts[-1])[0]
+    folders = [sanitize(p) for p in parts[:-1]]
+    utt = "-".join(folders + [sanitize(stem)])
+    spk = "-".join(folders) if folders else utt
+    return utt, spk
+
+
+def parse_extensions(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    if text is None:
+        return DEFAULT_EXTENSIONS
+    items = text.split(",") if isinstance(text, str) else list(text)
+    exts = tuple(e.strip().lower().lstrip(".") for e in items if e.strip())
+    if not exts:
+        raise XllmError(f"--ext '{text}': give at least one extension, e.g. wav,flac")
+    return exts
+
+
+def find_audio(audio_dir: Path, extensions: Sequence[str]) -> list[str]:
+    """Absolute paths of the audio files below ``audio_dir``, in a stable order."""
+    wanted = {"." + e for e in extensions}
+    out = []
+    for dirpath, dirnames, filenames in os.walk(os.path.abspath(audio_dir)):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if os.path.splitext(name)[1].lower() in wanted and not name.startswith("."):
+                out.append(os.path.join(dirpath, name))
+    return out
+
+
+def read_text_file(path: str) -> str:
+    try:
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise at(path, line, f"not valid UTF-8 (byte {e.start})") from None
+    text = clean_text(text.lstrip("\ufeff"), remove_spaces=False, upper=False)
+    if not text:
+        raise at(path, 1, "transcript has no text")
+    return text
+
+
+def read_tsv(tsv: Path, audio_dir: Path) -> list[tuple[str, str, int]]:
+    """``[(absolute audio path, text, line)]`` from a ``path<TAB>transcript`` file."""
+    base = os.path.abspath(audio_dir)
+    rows: list[tuple[str, str, int]] = []
+    first: dict[str, int] = {}
+    for number, raw in enumerate(tsv.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as e:
+            raise at(tsv, number, f"not valid UTF-8 (byte {e.start})") from None
+        if number == 1:
+            line = line.lstrip("\ufeff")
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise at(tsv, number, "expected 'path<TAB>transcript'")
+        path_text, text = line.split("\t", 1)
+        path_text = path_text.strip()
+        if number == 1 and path_text.lower() in _HEADER_PATHS and text.strip().lower() in _HEADER_TEXTS:
+            continue
+        text = clean_text(text, remove_spaces=False, upper=False)
+        if not path_text:
+            raise at(tsv, number, "no audio path")
+        if not text:
+            raise at(tsv, number, f"'{path_text}' has no transcript text")
+        path = path_text if os.path.isabs(path_text) else os.path.normpath(os.path.join(base, path_text))
+        if not os.path.isfile(path):
+            raise at(tsv, number, f"audio file not found: {path}")
+        if path in first:
+            raise at(tsv, number, f"duplicate audio file '{path_text}' (first on line {first[path]})")
+        first[path] = number
+        rows.append((path, text, number))
+    return rows
+
+
+def duration_function() -> Callable[[str], float]:
+    """The shared audio_duration when present (ffmpeg-backed formats), else soundfile."""
+    try:
+        from ..data.audio import audio_duration
+    except ModuleNotFoundError as e:
+        if e.name != "xllm_cli.data.audio":
+            raise
+        return soundfile_duration
+
+    def duration(path: str) -> float:
+        try:
+            return float(audio_duration(path))
+        except XllmError:
+            raise
+        except Exception as e:  # a decoder's own exception: still one line naming the file
+            raise XllmError(f"{path}: cannot read audio ({type(e).__name__}: {e})") from None
+
+    return duration
+
+
+def prepare_dir(
+    audio_dir: str | Path,
+    data: str | Path,
+    tsv: str | Path | None = None,
+    extensions: str | Sequence[str] | None = None,
+    jobs: int = 1,
+) -> PrepReport:
+    """Prepare ``audio_dir`` (with ``.txt`` transcripts or a TSV) into the data directory ``data``."""
+    from ..data.datadir import Utterance, write_datadir
+
+    audio_dir = require_dir(audio_dir, "audio folder")
+    report = PrepReport()
+    # (path, text, where the text came from) for each utterance to write
+    rows: list[tuple[str, str, str]] = []
+    if tsv is not None:
+        tsv = require_file(tsv, "TSV file")
+        rows = [(p, t, f"{tsv}:{n}") for p, t, n in read_tsv(tsv, audio_dir)]
+    else:
+        exts = parse_extensions(extensions)
+        files = find_audio(audio_dir, exts)
+        if not files:
+            raise XllmError(f"{audio_dir}: no audio files with extension {', '.join('.' + e for e in exts)}")
+        for path in files:
+            txt = os.path.splitext(path)[0] + ".txt"
+            if os.path.isfile(txt):
+                rows.append((path, read_text_file(txt), txt))
+            else:
+                report.no_transcript.append(path)
+        report_orphans("audio files without a .txt transcript", report.no_transcript, "", [])
+    if not rows:
+        raise XllmError(f"{audio_dir}: no audio file has a transcript (a same-named .txt beside it, or give --tsv)")
+
+    base = os.path.abspath(audio_dir)
+    seen: dict[str, str] = {}
+    ids = []
+    for path, _, where in rows:
+        rel = os.path.relpath(path, base)
+        if rel.startswith(".."):
+            rel = path.lstrip("/")
+        utt, spk = ids_for(rel)
+        if utt in seen:
+            raise XllmError(f"{where}: '{path}' gets the utterance id '{utt}', as does '{seen[utt]}'; rename one of them")
+        seen[utt] = path
+        ids.append((utt, spk))
+    durations = audio_durations([p for p, _, _ in rows], duration_function(), jobs=jobs)
+    utts = [
+        Utterance(utt_id=utt, spk=spk, recording=utt, path=path, text=text, duration=duration)
+        for (path, text, _), (utt, spk), duration in zip(rows, ids, durations)
+    ]
+    write_datadir(data, utts)
+    report.sets[Path(data).name] = stats = set_stats(utts)
+    log.info(f"{data}: {stats.utterances:,} utterances, {stats.speakers} speakers, {stats.seconds / 3600:.2f} h")
+    return report

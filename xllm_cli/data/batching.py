@@ -1,0 +1,448 @@
+"""Dynamic batching by total audio seconds, bucketed by length, seeded, resumable, DDP-aware.
+
+Batches are built for a whole epoch at once, as a pure function of
+(lengths, seed, epoch): the utterances are shuffled, cut into pools of
+``pool_size``, each pool is sorted by length and packed greedily into batches of
+at most ``max_batch_seconds`` of audio (and ``max_batch_size`` utterances), and
+the batches are shuffled. Sorting within pools keeps padding small while the
+pools keep batch composition random from epoch to epoch.
+
+Because the epoch's batch list is deterministic, resuming after a kill is
+"rebuild the list, skip the first k": :class:`BatchLoader` counts the batches
+the trainer actually consumed (not the ones DataLoader workers prefetched) and
+its ``state_dict()`` stores (epoch, position).
+
+Distributed training: every rank builds the same list and takes every
+``world_size``-th batch starting at its rank. The list length is first made a
+multiple of ``world_size`` by splitting the largest batches in two, so ranks
+get equal batch counts (no rank waits at a collective for a batch that never
+comes) and every utterance is still seen exactly once per epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..console import log
+from ..errors import XllmError
+from .batch import Batch
+
+Lengths = Sequence[float] | Callable[[int], Sequence[float]]
+
+
+def pack_sorted(indices: Sequence[int], lengths: np.ndarray, max_total: float, max_size: int | None) -> list[list[int]]:
+    """Greedily pack ``indices`` (already in length order) into batches under both caps.
+
+    An item longer than ``max_total`` on its own still gets a (single-item) batch:
+    dropping data silently is worse; duration filters are the place to exclude it.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = 0.0
+    for i in indices:
+        length = float(lengths[i])
+        if current and (total + length > max_total or (max_size and len(current) >= max_size)):
+            batches.append(current)
+            current, total = [], 0.0
+        current.append(int(i))
+        total += length
+    if current:
+        batches.append(current)
+    return batches
+
+
+def split_for_ranks(batches: list[list[int]], world_size: int) -> list[list[int]]:
+    """Split the largest batches in two until the count is a multiple of ``world_size``."""
+    batches = [list(b) for b in batches]
+    while len(batches) % world_size:
+        largest = max(range(len(batches)), key=lambda j: (len(batches[j]), -j))
+        batch = batches[largest]
+        if len(batch) < 2:
+            raise XllmError(
+                f"cannot give {world_size} ranks the same number of batches: only {sum(map(len, batches))} utterance(s)"
+            )
+        half = len(batch) // 2
+        batches[largest : largest + 1] = [batch[:half], batch[half:]]
+    return batches
+
+
+class DynamicBatchSampler(torch.utils.data.Sampler):
+    """Yields lists of dataset indices; see the module docstring.
+
+    ``lengths``: seconds per item, or a function epoch -> seconds (lengths that
+    depend on the epoch's speed-perturbation factors). ``shuffle=False`` (evaluation)
+    sorts the whole set by length and keeps the batches in that order.
+    """
+
+    def __init__(
+        self,
+        lengths: Lengths,
+        max_batch_seconds: float,
+        max_batch_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        pool_size: int = 2000,
+        rank: int = 0,
+        world_size: int = 1,
+        start_batch: int = 0,
+    ):
+        if max_batch_seconds <= 0:
+            raise XllmError(f"max_batch_seconds must be > 0, got {max_batch_seconds}")
+        if max_batch_size is not None and max_batch_size < 1:
+            max_batch_size = None
+        if not 0 <= rank < world_size:
+            raise XllmError(f"rank {rank} is not in [0, {world_size})")
+        self._lengths = lengths
+        self.max_batch_seconds = float(max_batch_seconds)
+        self.max_batch_size = max_batch_size
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.pool_size = int(pool_size or 0)
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = int(epoch)
+        self.start = 0
+        self.position = 0  # batches handed out so far in this epoch (start included)
+        self._cache: tuple[int, list[list[int]]] | None = None
+        self.set_epoch(epoch, start_batch)
+
+    # ----------------------------------------------------------- batch lists
+    def lengths(self, epoch: int) -> np.ndarray:
+        values = self._lengths(epoch) if callable(self._lengths) else self._lengths
+        return np.asarray(values, dtype=np.float64)
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """Every rank's batches of ``epoch`` before the rank split (same on every rank)."""
+        lengths = self.lengths(epoch)
+        n = len(lengths)
+        if n == 0:
+            return []
+        if not self.shuffle:
+            order = np.lexsort((np.arange(n), lengths))  # by length, ties by index
+            return split_for_ranks(pack_sorted(order, lengths, self.max_batch_seconds, self.max_batch_size), self.world_size)
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(n)
+        pool = self.pool_size if self.pool_size > 0 else n
+        batches: list[list[int]] = []
+        for lo in range(0, n, pool):
+            chunk = perm[lo : lo + pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches.extend(pack_sorted(chunk, lengths, self.max_batch_seconds, self.max_batch_size))
+        order = rng.permutation(len(batches))
+        batches = [batches[j] for j in order]
+        return split_for_ranks(batches, self.world_size)
+
+    def batches(self, epoch: int | None = None) -> list[list[int]]:
+        """This rank's batches of ``epoch`` (default: the current one), from the first."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        mine = self.global_batches(epoch)[self.rank :: self.world_size]
+        self._cache = (epoch, mine)
+        return mine
+
+    # ---------------------------------------------------------- epoch / resume
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Start ``epoch`` at its ``start_batch``-th batch (0 = from the beginning)."""
+        self.epoch = int(epoch)
+        total = len(self.batches())
+        if not 0 <= start_batch <= total:
+            raise XllmError(f"cannot resume epoch {epoch} at batch {start_batch}: it has {total} batches")
+        self.start = int(start_batch)
+        self.position = self.start
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "num_items": len(self.lengths(self.epoch)),
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, mine in (("seed", self.seed), ("num_items", len(self.lengths(int(state["epoch"])))), ("world_size", self.world_size)):
+            if key in state and state[key] != mine:
+                log.warning(f"resuming batches with {key}={mine} (was {state[key]}): the epoch's batches differ from the interrupted run")
+        position = min(int(state["position"]), len(self.batches(int(state["epoch"]))))
+        self.set_epoch(int(state["epoch"]), position)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.batches()
+        for i in range(self.start, len(batches)):
+            self.position = i + 1
+            yield list(batches[i])
+
+    def __len__(self) -> int:
+        return len(self.batches()) - self.start
+
+
+def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[float]) -> float:
+    """Padded frames / total frames (padded batch size) for ``batches`` over item ``lengths``."""
+    lengths = np.asarray(lengths, dtype=np.float64)
+    real = padded = 0.0
+    for batch in batches:
+        if len(batch):
+            values = lengths[list(batch)]
+            real += values.sum()
+            padded += values.max() * len(batch)
+    return 0.0 if padded == 0 else 1.0 - real / padded
+
+
+# ------------------------------------------------------------------- loader
+def _pin(batch):
+    for name, value in vars(batch).items():
+        if isinstance(value, torch.Tensor):
+            setattr(batch, name, value.pin_memory())
+    return batch
+
+
+def _clean_worker_errors(loader):
+    """Re-raise a user error from a worker as one line (DataLoader appends the worker's traceback)."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except XllmError as e:
+            text = str(e)
+            if "Original Traceback" in text:
+                last = [line for line in text.splitlines() if line.strip()][-1]
+                text = last.split("XllmError: ", 1)[-1]
+                raise XllmError(text) from None
+            raise
+        yield batch
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Each worker computes features for whole utterances; intra-op threads in every
+    # worker would oversubscribe the cores the trainer needs.
+    torch.set_num_threads(1)
+
+
+class BatchLoader:
+    """An iterable of :class:`~xllm_cli.data.batch.Batch` over one epoch, resumable.
+
+    ``position`` counts the batches handed to the caller in this epoch, which is
+    what a checkpoint must store (workers may have prepared more). Use
+    ``set_epoch(e)`` before each epoch; ``state_dict``/``load_state_dict`` for resume.
+    """
+
+    def __init__(self, dataset, sampler: DynamicBatchSampler, collate_fn, num_workers: int = 0,
+                 prefetch_factor: int | None = None, pin_memory: bool = False):
+        self.dataset = dataset
+        self.sampler = sampler
+        self.collate_fn = collate_fn
+        self.num_workers = int(num_workers)
+        self.prefetch_factor = prefetch_factor
+        self.pin_memory = pin_memory
+        self.position = sampler.start
+        self._sync_dataset_epoch()
+
+    def _sync_dataset_epoch(self) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.sampler.epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.sampler.set_epoch(epoch, start_batch)
+        self.position = self.sampler.start
+        self._sync_dataset_epoch()
+
+    def state_dict(self) -> dict:
+        state = self.sampler.state_dict()
+        state["position"] = self.position
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+        self.position = self.sampler.start
+        self._sync_dataset_epoch()
+
+    def num_batches(self, epoch: int) -> int:
+        """This rank's batches in ``epoch`` (all of them, from the first)."""
+        return len(self.sampler.batches(epoch))
+
+    def iterate(self, epoch: int, start: int = 0):
+        """Batches of ``epoch`` from its ``start``-th (the trainer's DataSource.train_batches)."""
+        self.set_epoch(epoch, start)
+        return iter(self)
+
+    def __len__(self) -> int:
+        """Batches left in this epoch from where iteration starts."""
+        return len(self.sampler)
+
+    def __iter__(self):
+        # A fresh DataLoader per pass: workers fork with the dataset's current epoch.
+        kwargs = {}
+        if self.num_workers > 0:
+            kwargs = {"worker_init_fn": _worker_init, "prefetch_factor": self.prefetch_factor or 2}
+        # DataLoader pins only tensors, containers and objects with a pin_memory() method;
+        # a Batch without one is pinned here (page-locked memory for async host-to-GPU copies).
+        pin = self.pin_memory and torch.cuda.is_available()
+        pin_here = pin and not hasattr(Batch, "pin_memory")
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+            pin_memory=pin and not pin_here,
+            **kwargs,
+        )
+        self.position = self.sampler.start
+        for batch in _clean_worker_errors(loader):
+            if pin_here:
+                batch = _pin(batch)
+            self.position += 1
+            yield batch
+
+
+# --------------------------------------------------------------- factories
+@dataclass
+class LoaderOptions:
+    """The ``cfg`` keys of :func:`build_dataloader` (all optional).
+
+    max_batch_seconds: total seconds of audio per batch (default 60; after speed perturbation).
+    max_batch_size: at most this many utterances per batch (default 0 = no cap).
+    min_duration / max_duration: seconds; utterances outside are dropped (training only; 0 / 0 = no limit).
+    num_workers: DataLoader worker processes (default 0 = in the main process).
+    prefetch_factor: batches prepared ahead per worker (default 2).
+    pool_size (alias bucket_pool_size): utterances per shuffled pool sorted by length (default 2000; 0 = whole set).
+    shuffle: shuffle in training (default true; evaluation never shuffles).
+    speed_perturb: true = [0.9, 1.0, 1.1], a list of factors, or false (default false; training only).
+    spec_augment: true = defaults, a mapping of SpecAugmentOptions fields, or false (default false; training only).
+    use_audio: compute speech features (default true; false for image-caption batches).
+    use_images: load image.scp images (default true; needs an image transform).
+    use_video: load video.scp frames (default true; needs an image transform).
+    num_frames: video frames sampled uniformly per clip (default 8).
+    require_text: training utterances must have a transcript (default true in training).
+    pin_memory: page-locked batches for faster host-to-GPU copies (default false; only with CUDA).
+    """
+
+    max_batch_seconds: float = 60.0
+    max_batch_size: int = 0
+    min_duration: float = 0.0
+    max_duration: float = 0.0
+    num_workers: int = 0
+    prefetch_factor: int = 2
+    pool_size: int = 2000
+    shuffle: bool = True
+    speed_perturb: object = False
+    spec_augment: object = False
+    use_audio: bool = True
+    use_images: bool = True
+    use_video: bool = True
+    num_frames: int = 8
+    require_text: bool | None = None
+    pin_memory: bool = False
+    max_batch_chars: int = 4000  # text-only loader: total characters per batch
+
+    @classmethod
+    def from_cfg(cls, cfg: dict | None) -> "LoaderOptions":
+        cfg = dict(cfg or {})
+        if "bucket_pool_size" in cfg:
+            cfg.setdefault("pool_size", cfg.pop("bucket_pool_size"))
+        known = set(cls.__dataclass_fields__)
+        # The trainer may pass a whole recipe section: ignore keys meant for others.
+        return cls(**{k: v for k, v in cfg.items() if k in known and v is not None})
+
+
+def build_dataloader(
+    datadirs,
+    extractor,
+    image_transform,
+    cfg: dict | None,
+    train: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    start_batch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> BatchLoader:
+    """Batches of ``Batch`` over one or more data directories (see :class:`LoaderOptions` for ``cfg``).
+
+    ``datadirs``: a path, a list of paths, or a list of Utterance. ``train`` turns on
+    shuffling, duration filters and augmentation. ``start_batch`` skips the first
+    batches of ``epoch`` (resume); ``rank``/``world_size`` split batches for DDP.
+    """
+    from .dataset import DatasetOptions, SpeechDataset, collate, load_utterances
+    from .features import SpecAugmentOptions, parse_speed_factors
+
+    opts = LoaderOptions.from_cfg(cfg)
+    require_text = opts.require_text if opts.require_text is not None else train
+    utts = load_utterances(
+        datadirs,
+        min_duration=opts.min_duration if train else 0.0,
+        max_duration=opts.max_duration if train else 0.0,
+        require_text=require_text,
+    )
+    dataset = SpeechDataset(
+        utts,
+        extractor,
+        image_transform,
+        train=train,
+        options=DatasetOptions(
+            use_audio=opts.use_audio,
+            use_images=opts.use_images,
+            use_video=opts.use_video,
+            num_frames=int(opts.num_frames),
+            speed_perturb=parse_speed_factors(opts.speed_perturb) if train else None,
+            spec_augment=SpecAugmentOptions.from_cfg(opts.spec_augment) if train else None,
+            seed=seed,
+        ),
+    )
+    sampler = DynamicBatchSampler(
+        dataset.lengths,
+        max_batch_seconds=float(opts.max_batch_seconds),
+        max_batch_size=int(opts.max_batch_size) or None,
+        shuffle=train and opts.shuffle,
+        seed=seed,
+        epoch=epoch,
+        pool_size=int(opts.pool_size),
+        rank=rank,
+        world_size=world_size,
+        start_batch=start_batch,
+    )
+    return BatchLoader(dataset, sampler, collate, opts.num_workers, opts.prefetch_factor, opts.pin_memory)
+
+
+def build_text_dataloader(
+    sources,
+    cfg: dict | None,
+    train: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    start_batch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> BatchLoader:
+    """Stage 0: batches of ``Batch(utt_ids, texts=...)`` from Kaldi ``text`` files or data dirs.
+
+    Batched like speech, by characters: ``max_batch_chars`` (default 4000) and ``max_batch_size``.
+    """
+    from .dataset import TextDataset, collate
+
+    opts = LoaderOptions.from_cfg(cfg)
+    dataset = TextDataset(sources)
+    sampler = DynamicBatchSampler(
+        dataset.lengths(),
+        max_batch_seconds=float(opts.max_batch_chars),
+        max_batch_size=int(opts.max_batch_size) or None,
+        shuffle=train and opts.shuffle,
+        seed=seed,
+        epoch=epoch,
+        pool_size=int(opts.pool_size),
+        rank=rank,
+        world_size=world_size,
+        start_batch=start_batch,
+    )
+    return BatchLoader(dataset, sampler, collate, opts.num_workers, opts.prefetch_factor, opts.pin_memory)

@@ -1,0 +1,257 @@
+"""``--nj N``: split the data, decode the parts in parallel processes, merge.
+
+Kaldi's layout: the data directory is split into ``DATA/split{N}/{1..N}``
+(``split_datadir``; when DATA is read-only the split goes under the decode
+directory instead). Part k is decoded by a process running
+``python -m xllm_cli decode ... --part k/N`` (an argument list, never a shell
+string) with ``cores / N`` torch threads; it writes
+``DECODE/split{N}/k/{hyp,nbest.jsonl,timing.json,decode.log}``.
+
+A part is finished when its ``hyp`` exists and covers exactly the part's
+utterances (``hyp`` is written atomically at the end; a killed part resumes
+from its ``hyp.partial.jsonl``). A rerun skips finished parts and says so in
+``decode.log``. The merge concatenates the parts' ``hyp`` and ``nbest.jsonl``
+into the decode directory, atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..console import log, progress_bar
+from ..errors import XllmError
+from .decode import (
+    NBEST,
+    PARTIAL,
+    TIMING,
+    DecodeOptions,
+    PartResult,
+    read_hyp,
+    read_nbest,
+    read_timing,
+    write_results,
+)
+
+# A launcher starts the part processes and waits for them: (opts, parts, utterances in them) -> None.
+Launcher = Callable[[DecodeOptions, Sequence[int], int], None]
+
+
+def part_data_dir(data: Path, decode_dir: Path, k: int, n: int) -> Path:
+    """Where part k of N of DATA lives: DATA/split{N}/k, or the decode dir's copy for a read-only DATA."""
+    own = Path(data) / f"split{n}" / str(k)
+    if own.is_dir():
+        return own
+    fallback = Path(decode_dir) / f"data_split{n}" / str(k)
+    if fallback.is_dir():
+        return fallback
+    raise XllmError(f"{own}: split data not found (the parent `xllm decode --nj {n}` writes it)")
+
+
+def part_out_dir(decode_dir: Path, k: int, n: int) -> Path:
+    return Path(decode_dir) / f"split{n}" / str(k)
+
+
+def split_data(data, data_path: Path, decode_dir: Path, n: int) -> list[Path]:
+    """Write the N parts (unless an identical split is already there); returns their directories.
+
+    The split is rewritten only when its utterances differ from DATA's, so that a
+    rerun keeps the parts (and their mtimes) it can reuse.
+    """
+    from ..data.datadir import DataDir
+
+    parts = data.split(n)
+    for base in (Path(data_path) / f"split{n}", Path(decode_dir) / f"data_split{n}"):
+        try:
+            dirs = []
+            for k, part in enumerate(parts, start=1):
+                target = base / str(k)
+                if not _same_utts(target, part.utt_ids(), DataDir):
+                    part.save(target)
+                dirs.append(target)
+            return dirs
+        except PermissionError:
+            log.info(f"{base.parent} is not writable: writing the split under the decode directory")
+            continue
+    raise XllmError(f"cannot write the split data for --nj {n}")
+
+
+def _same_utts(target: Path, utt_ids: list[str], DataDir) -> bool:
+    if not (target / "utt2spk").is_file():
+        return False
+    try:
+        return DataDir.load(target).utt_ids() == utt_ids
+    except XllmError:
+        return False
+
+
+def part_finished(out: Path, utt_ids: Sequence[str]) -> bool:
+    """A part is finished when its ``hyp`` exists and has exactly the part's utterances."""
+    hyp = out / "hyp"
+    if not hyp.is_file():
+        return False
+    try:
+        return set(read_hyp(hyp)) == set(utt_ids) and (out / NBEST).is_file()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def worker_args(opts: DecodeOptions, k: int, n: int, threads: int) -> list[str]:
+    """The argument list of part k's process: the same options plus --part k/N."""
+    args = [
+        sys.executable, "-m", "xllm_cli", "decode",
+        "--exp", str(opts.exp), "--data", str(opts.data),
+        "--beam", str(opts.beam), "--nbest", str(opts.nbest),
+        "--mode", opts.mode, "--device", _part_device(opts.device, k),
+        "--part", f"{k}/{n}", "--threads", str(threads),
+    ]
+    if opts.stage is not None:
+        args += ["--stage", str(opts.stage)]
+    if opts.batch_size is not None:
+        args += ["--batch-size", str(opts.batch_size)]
+    if opts.max_batch_seconds is not None:
+        args += ["--max-batch-seconds", str(opts.max_batch_seconds)]
+    if opts.max_new_tokens is not None:
+        args += ["--max-new-tokens", str(opts.max_new_tokens)]
+    if not opts.use_image:
+        args.append("--no-image")
+    if not opts.use_video:
+        args.append("--no-video")
+    if opts.tag:
+        args += ["--tag", opts.tag]
+    if opts.whisper is not None:
+        args += ["--whisper", str(opts.whisper)]
+    # --rescore runs once, in the parent, after the merge; the name of the decode
+    # directory must still match, so pass it along (workers ignore it).
+    if opts.rescore:
+        args += ["--rescore", opts.rescore, "--lm-weight", str(opts.lm_weight)]
+    return args
+
+
+def _part_device(device: str, k: int) -> str:
+    """Spread parts over the GPUs when there are several (cuda -> cuda:i)."""
+    if device != "cuda":
+        return device
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:  # pragma: no cover - torch without CUDA
+        count = 0
+    return f"cuda:{(k - 1) % count}" if count > 1 else device
+
+
+def threads_per_job(n: int) -> int:
+    return max(1, (os.cpu_count() or 1) // n)
+
+
+def subprocess_launcher(decode_dir: Path) -> Launcher:
+    """Run the parts as child processes (stdout/stderr to ``split{N}/k/job.log``) and wait for all."""
+
+    def launch(opts: DecodeOptions, parts: Sequence[int], total: int) -> None:
+        n = opts.nj
+        threads = threads_per_job(n)
+        env = dict(os.environ)
+        env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"})
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
+        procs = []
+        try:
+            for k in parts:
+                out = part_out_dir(decode_dir, k, n)
+                out.mkdir(parents=True, exist_ok=True)
+                job_log = open(out / "job.log", "w", encoding="utf-8")
+                proc = subprocess.Popen(worker_args(opts, k, n, threads), stdout=job_log, stderr=subprocess.STDOUT, env=env)
+                procs.append((k, proc, job_log))
+            _watch(decode_dir, n, parts, total, [p for _, p, _ in procs])
+        finally:
+            for _, proc, job_log in procs:
+                if proc.poll() is None:  # interrupted: stop our own children
+                    proc.terminate()
+                    proc.wait()
+                job_log.close()
+        failed = [(k, proc.returncode) for k, proc, _ in procs if proc.returncode != 0]
+        if failed:
+            k, code = failed[0]
+            job_log = part_out_dir(decode_dir, k, n) / "job.log"
+            last = _last_line(job_log)
+            raise XllmError(f"{job_log}: part {k}/{n} failed (exit {code}): {last}")
+
+    return launch
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [l.strip() for l in path.read_text(encoding="utf-8", errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"
+
+
+def _count_done(decode_dir: Path, n: int, parts: Sequence[int]) -> int:
+    done = 0
+    for k in parts:
+        out = part_out_dir(decode_dir, k, n)
+        target = out / PARTIAL if not (out / "hyp").is_file() else out / "hyp"
+        try:
+            with open(target, "rb") as f:
+                done += sum(1 for _ in f)
+        except OSError:
+            pass
+    return done
+
+
+def _watch(decode_dir: Path, n: int, parts: Sequence[int], total: int, procs) -> None:
+    """Wait for the children; the progress bar counts the lines of their partial results."""
+    with progress_bar("utt") as bar:
+        task = bar.add_task(f"decode ({len(parts)} jobs)", total=total)
+        while any(p.poll() is None for p in procs):
+            bar.update(task, completed=min(total, _count_done(decode_dir, n, parts)))
+            time.sleep(0.5)
+        bar.update(task, completed=min(total, _count_done(decode_dir, n, parts)))
+
+
+def decode_parallel(opts: DecodeOptions, data, decode_dir: Path, launcher: Launcher | None = None) -> PartResult:
+    """Split, decode the unfinished parts in parallel, merge; returns the merged result."""
+    from ..data.datadir import DataDir
+
+    n = opts.nj
+    if n > len(data):
+        raise XllmError(f"--nj {n} is more than the {len(data)} utterances of {opts.data}")
+    dirs = split_data(data, Path(opts.data), decode_dir, n)
+    part_utts = {k: DataDir.load(d).utt_ids() for k, d in enumerate(dirs, start=1)}
+    todo = []
+    for k in range(1, n + 1):
+        if part_finished(part_out_dir(decode_dir, k, n), part_utts[k]):
+            log.info(f"part {k}/{n} already decoded ({part_out_dir(decode_dir, k, n) / 'hyp'}): skipping")
+        else:
+            todo.append(k)
+    started = time.perf_counter()
+    if todo:
+        log.info(f"decoding parts {', '.join(map(str, todo))} of {n} with {threads_per_job(n)} threads each")
+        total = sum(len(part_utts[k]) for k in todo)
+        (launcher or subprocess_launcher(decode_dir))(opts, todo, total)
+    wall = time.perf_counter() - started
+    return merge_parts(decode_dir, n, part_utts, wall if todo else 0.0, todo)
+
+
+def merge_parts(decode_dir: Path, n: int, part_utts: dict[int, list[str]], wall_seconds: float, ran: Sequence[int]) -> PartResult:
+    """Concatenate the parts' n-best lists and hypotheses into the decode directory."""
+    nbests = {}
+    audio = 0.0
+    decoded_now = 0
+    for k in range(1, n + 1):
+        out = part_out_dir(decode_dir, k, n)
+        if not part_finished(out, part_utts[k]):
+            raise XllmError(f"{out / 'hyp'}: part {k}/{n} did not finish; see {out / 'decode.log'}")
+        nbests.update(read_nbest(out / NBEST))
+        if k in ran:
+            timing = read_timing(out / TIMING)
+            audio += float(timing.get("audio_seconds", 0.0))
+            decoded_now += int(timing.get("decoded_now", 0))
+    write_results(decode_dir, nbests)
+    log.info(f"merged {n} parts: {len(nbests)} utterances -> {decode_dir / 'hyp'}")
+    return PartResult(decode_dir, len(nbests), decoded_now, wall_seconds if audio > 0 else 0.0, audio)

@@ -1,0 +1,284 @@
+"""Transcribe audio or video files of any length with an experiment's model.
+
+Each file is streamed (``iter_audio_blocks``: ffmpeg decodes any format, the
+audio track of a video included) through the VAD chunker; speech chunks of at
+most ``--max-chunk`` seconds are decoded ``--batch-size`` at a time as they come.
+Only one batch of chunks and the chunker's buffer (at most one chunk) are held,
+so an hour-long file needs no more memory than a minute-long one. Images
+(``--image``) and, for a model with a video interface, frames of a video file
+give the LLM context.
+
+Output per file: ``text`` (a line per chunk), ``srt``, ``vtt`` or ``json``
+(segments with start/end seconds), to stdout or ``--out DIR/<name>.<ext>``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence
+
+from ..console import log, progress_bar
+from ..errors import XllmError
+from ..fsutil import atomic_write_text
+from ..data.vad import SpeechChunk, VadChunker, VadOptions
+
+FORMATS = ("text", "srt", "vtt", "json")
+EXTENSIONS = {"text": "txt", "srt": "srt", "vtt": "vtt", "json": "json"}
+BLOCK_SECONDS = 10.0  # audio read from ffmpeg at a time
+
+
+@dataclass
+class TranscribeOptions:
+    exp: Optional[Path]
+    files: list[Path]
+    image: Optional[Path] = None
+    format: str = "text"
+    out: Optional[Path] = None
+    max_chunk: float = 25.0
+    vad_aggressiveness: int = 2
+    batch_size: int = 8
+    stage: Optional[int] = None
+    device: str = "cpu"
+    beam: int = 1
+
+    def validate(self) -> None:
+        if self.format not in FORMATS:
+            raise XllmError(f"--format must be one of {', '.join(FORMATS)}, not '{self.format}'")
+        if self.batch_size < 1:
+            raise XllmError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.beam < 1:
+            raise XllmError(f"--beam must be at least 1, not {self.beam}")
+        if not 1.0 <= self.max_chunk <= 60.0:
+            raise XllmError(f"--max-chunk must be between 1 and 60 seconds, not {self.max_chunk}")
+        if not self.files:
+            raise XllmError("give at least one FILE to transcribe")
+        for f in self.files:
+            if not Path(f).is_file():
+                raise XllmError(f"{f}: file not found")
+        if self.image is not None and not Path(self.image).is_file():
+            raise XllmError(f"{self.image}: image not found")
+        if self.exp is not None and not Path(self.exp).is_dir():
+            raise XllmError(f"{self.exp}: experiment directory not found")
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Transcript:
+    file: str
+    segments: list[Segment] = field(default_factory=list)
+    duration: float = 0.0  # seconds of audio read
+
+    @property
+    def text(self) -> str:
+        joiner = "" if _is_unspaced([s.text for s in self.segments]) else " "
+        return joiner.join(s.text for s in self.segments if s.text)
+
+
+class ChunkDecoder(Protocol):
+    """Decodes a batch of speech chunks of one file; the model behind it is loaded once."""
+
+    def decode_chunks(self, chunks: Sequence[SpeechChunk], source: Path) -> list[str]:
+        ...
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def iter_chunk_batches(
+    blocks: Iterable[Any], vad: VadOptions, batch_size: int, chunker: VadChunker | None = None
+) -> Iterator[list[SpeechChunk]]:
+    """Batches of speech chunks, produced while the blocks stream in."""
+    chunker = chunker or VadChunker(vad)
+    pending: list[SpeechChunk] = []
+    for block in blocks:
+        pending.extend(chunker.feed(block))
+        while len(pending) >= batch_size:
+            yield pending[:batch_size]
+            pending = pending[batch_size:]
+    pending.extend(chunker.flush())
+    for i in range(0, len(pending), batch_size):
+        yield pending[i : i + batch_size]
+
+
+def transcribe_stream(
+    blocks: Iterable[Any], decoder: ChunkDecoder, source: Path, vad: VadOptions, batch_size: int,
+    on_chunk: Callable[[SpeechChunk], None] | None = None, chunker: VadChunker | None = None,
+) -> Transcript:
+    """Decode one recording given as a stream of blocks."""
+    result = Transcript(file=str(source))
+    chunker = chunker or VadChunker(vad)
+
+    def counted(bs):
+        for b in bs:
+            result.duration += len(b) / vad.sample_rate
+            yield b
+
+    for batch in iter_chunk_batches(counted(blocks), vad, batch_size, chunker=chunker):
+        texts = decoder.decode_chunks(batch, source)
+        for chunk, text in zip(batch, texts):
+            result.segments.append(Segment(round(chunk.start, 3), round(chunk.end, 3), " ".join(text.split())))
+            if on_chunk is not None:
+                on_chunk(chunk)
+    return result
+
+
+def transcribe_file(path: Path, decoder: ChunkDecoder, vad: VadOptions, batch_size: int, show_progress: bool = True) -> Transcript:
+    from ..data.audio import audio_duration, iter_audio_blocks
+
+    try:
+        total = float(audio_duration(path))
+    except Exception:  # a container without a duration in its header: no ETA
+        total = None
+    with progress_bar("audio s") as bar:
+        task = bar.add_task(Path(path).name, total=total, visible=show_progress)
+        blocks = iter_audio_blocks(path, block_seconds=BLOCK_SECONDS, sample_rate=vad.sample_rate)
+        result = transcribe_stream(blocks, decoder, Path(path), vad, batch_size,
+                                   on_chunk=lambda c: bar.update(task, completed=c.end))
+        bar.update(task, completed=total if total is not None else result.duration)
+    return result
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def _is_unspaced(texts: Sequence[str]) -> bool:
+    from .decode import score_unit
+
+    return score_unit({str(i): t for i, t in enumerate(texts)}) == "char" if any(texts) else False
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = int(round(max(seconds, 0.0) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def format_text(t: Transcript) -> str:
+    return "".join(f"{s.text}\n" for s in t.segments if s.text)
+
+
+def format_srt(t: Transcript) -> str:
+    blocks = []
+    for i, s in enumerate((s for s in t.segments if s.text), start=1):
+        blocks.append(f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n")
+    return "\n".join(blocks)
+
+
+def format_vtt(t: Transcript) -> str:
+    cues = [f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n" for s in t.segments if s.text]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def transcript_dict(t: Transcript) -> dict:
+    return {
+        "file": t.file,
+        "duration": round(t.duration, 3),
+        "text": t.text,
+        "segments": [asdict(s) for s in t.segments],
+    }
+
+
+def format_json(t: Transcript) -> str:
+    return json.dumps(transcript_dict(t), ensure_ascii=False, indent=2) + "\n"
+
+
+FORMATTERS = {"text": format_text, "srt": format_srt, "vtt": format_vtt, "json": format_json}
+
+
+def output_paths(files: Sequence[Path], out: Path, fmt: str) -> list[Path]:
+    """``OUT/<stem>.<ext>``; files sharing a stem get ``<stem>.2.<ext>``, ... (never overwrite each other)."""
+    seen: dict[str, int] = {}
+    paths = []
+    for f in files:
+        stem = Path(f).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        name = stem if seen[stem] == 1 else f"{stem}.{seen[stem]}"
+        paths.append(Path(out) / f"{name}.{EXTENSIONS[fmt]}")
+    return paths
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def run_transcribe(opts: TranscribeOptions, decoder_factory: Callable[[TranscribeOptions], ChunkDecoder] | None = None,
+                   echo: Callable[[str], None] | None = None) -> list[Transcript]:
+    """``xllm transcribe``: decode every file, write or print it as soon as it is done."""
+    import sys
+
+    opts.validate()
+    vad = VadOptions(aggressiveness=opts.vad_aggressiveness, max_chunk=opts.max_chunk)
+    vad.validate()
+    decoder = (decoder_factory or build_chunk_decoder)(opts)
+    echo = echo or (lambda s: sys.stdout.write(s))
+    targets = output_paths(opts.files, opts.out, opts.format) if opts.out is not None else [None] * len(opts.files)
+    results = []
+    for i, (path, target) in enumerate(zip(opts.files, targets)):
+        t = transcribe_file(Path(path), decoder, vad, opts.batch_size)
+        results.append(t)
+        text = FORMATTERS[opts.format](t)
+        if target is not None:
+            atomic_write_text(target, text)
+            log.info(f"{path}: {len(t.segments)} segments, {t.duration:.1f} s -> {target}")
+        else:
+            if len(opts.files) > 1 and opts.format in ("text", "srt", "vtt"):
+                echo(f"{'' if i == 0 else chr(10)}# {path}\n" if opts.format != "vtt" else "")
+            echo(text)
+    return results
+
+
+def build_chunk_decoder(opts: TranscribeOptions) -> ChunkDecoder:
+    return XllmChunkDecoder(opts)
+
+
+class XllmChunkDecoder:
+    """Features of each chunk (+ image / video frames) -> the model's greedy/beam hypothesis."""
+
+    def __init__(self, opts: TranscribeOptions) -> None:
+        from .decode import DecodeOptions, load_for_decoding, resolve_stage
+
+        if opts.exp is None:
+            raise XllmError("--exp is required")
+        stage = resolve_stage(DecodeOptions(exp=opts.exp, data=Path("."), stage=opts.stage))
+        self.opts = opts
+        self.bundle = load_for_decoding(Path(opts.exp), stage, opts.device)
+        self.image = None
+        if opts.image is not None:
+            if not self.bundle.has_vision:
+                log.warning(f"the model of {opts.exp} has no image interface: --image is ignored")
+            else:
+                self.image = self.bundle.load_image(opts.image)
+        self._video: tuple[str, Any] | None = None
+
+    def _video_frames(self, source: Path):
+        """Frames of a video file for a model with a video interface (sampled once per file)."""
+        if self._video is None or self._video[0] != str(source):
+            self._video = (str(source), self.bundle.load_video(source))
+            if self._video[1] is not None:
+                log.info(f"{source}: {self._video[1].shape[0]} video frames give the model context")
+        return self._video[1]
+
+    def decode_chunks(self, chunks: Sequence[SpeechChunk], source: Path) -> list[str]:
+        from .decode import per_utterance_limits, token_limits
+
+        batch = self.bundle.batch_from_waves(
+            [c.samples for c in chunks], ids=[f"{Path(source).stem}-{i}" for i in range(len(chunks))],
+            image=self.image, video=self._video_frames(source),
+        )
+        model = self.bundle.model
+        limits = token_limits(batch, None)  # per chunk, as in `xllm decode`
+        with self.bundle.autocast(), per_utterance_limits(model.llm, limits, self.opts.beam, model.tokenizer.eos_token_id):
+            nbest = model.generate(
+                batch.to(self.bundle.device), max_new_tokens=max(limits), num_beams=self.opts.beam,
+                num_return_sequences=1, use_image=self.image is not None, use_video=True,
+            )
+        return [n[0][0] if n else "" for n in nbest]

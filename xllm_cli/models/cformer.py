@@ -1,0 +1,101 @@
+"""C-Former: CIF predictor + N transformer layers + token classifier (+ CTC head on the encoder).
+
+The C-Former turns encoder frames into one vector per LLM token ("quasi-language"). In
+stage 1 it is trained as a non-autoregressive recognizer: CE of the classifier on the fired
+tokens against the LLM tokenizer's ids, plus the CIF quantity loss (and optionally CTC on
+the encoder output). Its layer outputs (not the logits) go to the speech adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from xllm_cli.models.cif import CifPredictor, cif, lengths_to_mask, quantity_loss
+from xllm_cli.models.speech_encoders import sinusoidal_positions
+
+
+@dataclass
+class CFormerOutput:
+    """What the C-Former hands to the speech adapter."""
+
+    hidden: torch.Tensor  # (B, K, d) C-Former layer outputs, one per token
+    token_lens: torch.Tensor  # (B,)
+    alpha_sum: torch.Tensor  # (B,) unscaled sum of CIF weights
+
+
+class CFormer(nn.Module):
+    """CIF + transformer layers over the fired tokens + classifier over the LLM vocabulary."""
+
+    def __init__(self, enc_dim: int, vocab_size: int, cfg: dict):
+        super().__init__()
+        d = int(cfg.get("d_model", enc_dim))
+        self.d_model = d
+        self.threshold = float(cfg.get("cif_threshold", 1.0))
+        self.tail_threshold = float(cfg.get("tail_threshold", 0.5))
+        self.predictor = CifPredictor(enc_dim, int(cfg.get("conv_kernel", 3)), float(cfg.get("dropout", 0.1)))
+        self.in_proj = nn.Linear(enc_dim, d) if d != enc_dim else nn.Identity()
+        layer = nn.TransformerEncoderLayer(
+            d,
+            int(cfg.get("num_heads", 4)),
+            int(cfg.get("ffn_dim", 4 * d)),
+            float(cfg.get("dropout", 0.1)),
+            batch_first=True,
+            norm_first=True,
+        )
+        self.layers = nn.TransformerEncoder(layer, int(cfg.get("num_layers", 2)), enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.classifier = nn.Linear(d, vocab_size)
+        self.vocab_size = vocab_size
+        # CTC on the encoder output; the blank is the extra last class
+        self.ctc_head = nn.Linear(enc_dim, vocab_size + 1) if float(cfg.get("ctc_weight", 0.0)) > 0 else None
+
+    def forward(
+        self, enc: torch.Tensor, enc_lens: torch.Tensor, target_lens: torch.Tensor | None = None
+    ) -> CFormerOutput:
+        """Encoder frames -> one vector per token. ``target_lens`` (training) scales CIF to fire exactly that many."""
+        alphas = self.predictor(enc, enc_lens)
+        out = cif(enc, alphas, enc_lens, target_lens, self.threshold, self.tail_threshold)
+        x = self.in_proj(out.tokens)
+        x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
+        mask = lengths_to_mask(out.token_lens.clamp(min=1), x.shape[1])  # a row with no token keeps one key
+        x = self.layers(x, src_key_padding_mask=~mask)
+        x = self.norm(x)
+        x = x.masked_fill(~lengths_to_mask(out.token_lens, x.shape[1])[..., None], 0.0)
+        return CFormerOutput(hidden=x, token_lens=out.token_lens, alpha_sum=out.alpha_sum)
+
+    def losses(
+        self,
+        enc: torch.Tensor,
+        enc_lens: torch.Tensor,
+        targets: torch.Tensor,
+        target_lens: torch.Tensor,
+        ctc_weight: float = 0.0,
+    ) -> tuple[CFormerOutput, dict[str, torch.Tensor]]:
+        """Stage-1 losses: ``ce`` on the CIF tokens (targets (B,K) padded with -100), ``quantity``, ``ctc``."""
+        out = self.forward(enc, enc_lens, target_lens)
+        logits = self.classifier(out.hidden)
+        k = min(logits.shape[1], targets.shape[1])
+        tgt = targets[:, :k].reshape(-1)
+        if bool((tgt != -100).any()):
+            ce = F.cross_entropy(logits[:, :k].reshape(-1, self.vocab_size).float(), tgt, ignore_index=-100)
+        else:  # only empty transcripts: nothing to classify (cross_entropy would be NaN)
+            ce = logits.sum() * 0.0
+        losses = {"ce": ce, "quantity": quantity_loss(out.alpha_sum, target_lens)}
+        if self.ctc_head is not None and ctc_weight > 0:
+            logp = F.log_softmax(self.ctc_head(enc).float(), dim=-1).transpose(0, 1)
+            tgt = targets.clamp(min=0)
+            losses["ctc"] = F.ctc_loss(
+                logp, tgt, enc_lens, target_lens, blank=self.vocab_size, reduction="sum", zero_infinity=True
+            ) / target_lens.sum().clamp(min=1)  # per target token, on the scale of the CE
+        return out, losses
+
+    @torch.no_grad()
+    def greedy_tokens(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[list[int]]:
+        """Non-autoregressive decoding: classifier argmax on the fired tokens (no CIF scaling)."""
+        out = self.forward(enc, enc_lens)
+        ids = self.classifier(out.hidden).argmax(-1)
+        return [ids[b, : int(out.token_lens[b])].tolist() for b in range(ids.shape[0])]

@@ -1,0 +1,151 @@
+"""The frozen causal LLM: loading, and laying out the input sequence.
+
+Input per utterance: ``[<image> … </image>] [<video> … </video>] [<speech> … </speech>] prompt``
+then the target and EOS. The marker strings are plain text (no new vocabulary). When the
+tokenizer has a chat template, the user turn is rendered with placeholder strings where the
+modality embeddings go; the rendered text is split at the placeholders and each piece is
+tokenized, so the model sees exactly the format it was instruction-tuned with.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+MODALITY_ORDER = ("image", "video", "speech")
+_PLACEHOLDER = {m: f"<|xllm-{m}-slot|>" for m in MODALITY_ORDER}
+_SPLIT = re.compile("(" + "|".join(re.escape(p) for p in _PLACEHOLDER.values()) + ")")
+_SLOT_OF = {v: k for k, v in _PLACEHOLDER.items()}
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(name: str | None) -> torch.dtype | None:
+    """``"bf16"``/``"bfloat16"``/... -> torch dtype; ``"auto"``/None -> None."""
+    if name in (None, "auto"):
+        return None
+    return DTYPES[str(name)]
+
+
+def load_llm(path: str, dtype: str | None = None, gradient_checkpointing: bool = False, trust_remote_code: bool = False):
+    """AutoModelForCausalLM + tokenizer from a local dir or hub id; returns (model, tokenizer)."""
+    from transformers import AutoModelForCausalLM
+
+    from xllm_cli.models.loading import resolve_pretrained
+    from xllm_cli.models.tokenizer import load_tokenizer
+
+    model_dir = resolve_pretrained(str(path))
+    kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+    if resolve_dtype(dtype) is not None:
+        kwargs["dtype"] = resolve_dtype(dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    tok = load_tokenizer(model_dir, trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model, tok
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Token-id pieces and modality slots, in order: each item is a list of ids or a modality name."""
+
+    items: tuple
+
+
+class PromptFormatter:
+    """Builds (and caches) the token layout for a prompt and a set of modalities."""
+
+    def __init__(self, tokenizer, use_chat_template: bool | None = None, system_prompt: str | None = None):
+        self.tok = tokenizer
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        self.use_chat_template = has_template if use_chat_template is None else (use_chat_template and has_template)
+        self.system_prompt = system_prompt
+        self._cache: dict[tuple, Layout] = {}
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def layout(self, prompt: str, modalities: tuple[str, ...]) -> Layout:
+        """Layout of ``[<m> slot </m>]… prompt`` (chat-templated when available), cached."""
+        key = (prompt, modalities)
+        if key in self._cache:
+            return self._cache[key]
+        content = "".join(f"<{m}>{_PLACEHOLDER[m]}</{m}>" for m in MODALITY_ORDER if m in modalities) + prompt
+        if self.use_chat_template:
+            messages = [{"role": "user", "content": content}]
+            if self.system_prompt:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prefix: list[int] = []
+        else:
+            text = content
+            bos = self.tok.bos_token_id
+            prefix = [bos] if bos is not None else []
+        items: list = [prefix] if prefix else []
+        for piece in _SPLIT.split(text):
+            if piece in _SLOT_OF:
+                items.append(_SLOT_OF[piece])
+            elif piece:
+                items.append(self._ids(piece))
+        lay = Layout(tuple(tuple(i) if isinstance(i, list) else i for i in items))
+        self._cache[key] = lay
+        return lay
+
+    def target_ids(self, text: str) -> list[int]:
+        """Target token ids followed by EOS."""
+        return self._ids(text) + [self.tok.eos_token_id]
+
+
+def assemble(
+    embed_fn,
+    layouts: list[Layout],
+    modality_embeds: list[dict[str, torch.Tensor]],
+    targets: list[list[int]] | None,
+    pad_left: bool,
+    device,
+    dtype,
+):
+    """Concatenate per-utterance pieces into padded (inputs_embeds, attention_mask, labels, position_ids).
+
+    ``modality_embeds[b][m]`` is a (n_b, H) tensor for slot m of utterance b; labels are -100
+    everywhere except on the target tokens (training only).
+    """
+    seqs, labs = [], []
+    for b, lay in enumerate(layouts):
+        parts, lab = [], []
+        for item in lay.items:
+            if isinstance(item, str):
+                e = modality_embeds[b][item]
+                parts.append(e.to(dtype))
+                lab += [-100] * e.shape[0]
+            elif item:
+                ids = torch.tensor(item, dtype=torch.long, device=device)
+                parts.append(embed_fn(ids).to(dtype))
+                lab += [-100] * len(item)
+        if targets is not None:
+            ids = torch.tensor(targets[b], dtype=torch.long, device=device)
+            parts.append(embed_fn(ids).to(dtype))
+            lab += list(targets[b])
+        seqs.append(torch.cat(parts, dim=0))
+        labs.append(lab)
+    L = max(s.shape[0] for s in seqs)
+    H = seqs[0].shape[1]
+    B = len(seqs)
+    emb = torch.zeros(B, L, H, device=device, dtype=dtype)
+    mask = torch.zeros(B, L, dtype=torch.long, device=device)
+    labels = torch.full((B, L), -100, dtype=torch.long, device=device)
+    for b, s in enumerate(seqs):
+        n = s.shape[0]
+        sl = slice(L - n, L) if pad_left else slice(0, n)
+        emb[b, sl] = s
+        mask[b, sl] = 1
+        labels[b, sl] = torch.tensor(labs[b], dtype=torch.long, device=device)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return emb, mask, labels, position_ids

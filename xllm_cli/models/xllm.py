@@ -1,0 +1,563 @@
+"""The X-LLM model: frozen encoders + trainable X2L interfaces + a frozen causal LLM.
+
+Module groups (names used by ``configure_stage(train_modules=...)``):
+``llm``, ``speech_encoder``, ``cformer`` (CIF predictor + transformer layers), ``cformer_head``
+(token classifier + CTC head), ``speech_adapter``, ``vision_encoder``, ``qformer`` (Q-Former +
+image queries + vision projection), ``video_queries`` (video queries + frame embeddings),
+``image_adapter``, ``video_adapter``, ``itc`` (stage-1 contrastive text encoder / projections).
+
+Saving: ``model.safetensors`` holds every tensor NOT loaded from a pretrained path (interfaces,
+adapters, random-init parts) plus any pretrained part that was ever made trainable (stage-0
+LLM, a fine-tuned encoder); pretrained frozen parts are referenced by path in config.yaml.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from xllm_cli.data.batch import Batch
+from xllm_cli.errors import XllmError
+from xllm_cli.models.adapters import build_adapter
+from xllm_cli.models.cformer import CFormer
+from xllm_cli.models.config import DEFAULT_PROMPTS, default_prompt
+from xllm_cli.models.llm import PromptFormatter, assemble, load_llm, resolve_dtype
+from xllm_cli.models.speech_encoders import build_speech_encoder
+from xllm_cli.models.vision import QFormerInterface, TextEncoderITC, VisionEncoder
+
+GROUPS = (
+    "llm", "speech_encoder", "cformer", "cformer_head", "speech_adapter",
+    "vision_encoder", "qformer", "video_queries", "image_adapter", "video_adapter", "itc",
+)
+# state-dict prefixes of the groups that can come from pretrained paths
+_PRETRAINED_PREFIX = {"llm": "llm.", "speech_encoder": "speech_encoder.", "vision_encoder": "vision_encoder."}
+
+
+@dataclass
+class StepOutput:
+    """One training step's scalar loss and float logs (for the trainer's log/tensorboard)."""
+
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class XLLM(nn.Module):
+    """Speech (C-Former) / image / video (Q-Former) interfaces in front of a causal LLM."""
+
+    def __init__(self, cfg: dict, load_weights: bool = True):
+        super().__init__()
+        self.cfg = copy.deepcopy(cfg)
+        llm_cfg = cfg.get("llm") or {}
+        if not llm_cfg.get("path"):
+            raise XllmError("model.llm.path is not set (for the tiny preset: the stage-0 LM directory EXP/stage0/llm)")
+        dtype = cfg.get("dtype")
+        self.llm, self.tokenizer = load_llm(
+            llm_cfg["path"], dtype, bool(cfg.get("gradient_checkpointing", False)), bool(llm_cfg.get("trust_remote_code"))
+        )
+        hidden = self.llm.get_input_embeddings().weight.shape[1]
+        vocab = len(self.tokenizer)
+        frozen_dtype = resolve_dtype(dtype)
+
+        self.speech_encoder = self.cformer = self.speech_adapter = None
+        sp = cfg.get("speech_encoder")
+        if sp:
+            self.speech_encoder = build_speech_encoder(sp, load_weights=True)
+            if self.speech_encoder.pretrained and frozen_dtype is not None:
+                self.speech_encoder.to(frozen_dtype)
+            cf = cfg.get("cformer") or {}
+            self.cformer = CFormer(self.speech_encoder.output_dim, vocab, cf)
+            self.speech_adapter = build_adapter(cfg.get("speech_adapter"), self.cformer.d_model, hidden)
+
+        self.vision_encoder = self.qformer = self.image_adapter = self.video_adapter = self.itc = None
+        vc = cfg.get("vision_encoder")
+        if vc:
+            self.vision_encoder = VisionEncoder(vc)
+            if self.vision_encoder.pretrained and frozen_dtype is not None:
+                self.vision_encoder.to(frozen_dtype)
+            self.qformer = QFormerInterface(self.vision_encoder.output_dim, cfg.get("qformer") or {}, load_weights)
+            qd = self.qformer.hidden_size
+            self.image_adapter = build_adapter(cfg.get("image_adapter"), qd, hidden)
+            self.video_adapter = build_adapter(cfg.get("video_adapter"), qd, hidden)
+            itc = cfg.get("itc") or {}
+            self.itc = TextEncoderITC(vocab, qd, int(itc.get("embed_dim", 128)), float(itc.get("temperature", 0.07)))
+
+        self.formatter = PromptFormatter(self.tokenizer, llm_cfg.get("chat_template"), llm_cfg.get("system_prompt"))
+        self.prompts = {**DEFAULT_PROMPTS, **(cfg.get("prompts") or {})}
+        self.trained_pretrained: set[str] = set()  # pretrained groups that were ever trainable
+        self.stage = 2
+        self.modalities: set[str] = {"speech", "image", "video"}
+        self.configure_stage(3)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, model_cfg: dict, load_weights: bool = True) -> "XLLM":
+        """Build from the ``model:`` config section; pretrained parts load from their paths (no network if local)."""
+        return cls(model_cfg, load_weights=load_weights)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the trainable interfaces (where batches go)."""
+        return next(self.cformer.parameters() if self.cformer is not None else self.llm.parameters()).device
+
+    def _group_params(self, name: str) -> list[nn.Parameter]:
+        g: list = []
+        if name == "llm":
+            g = [self.llm]
+        elif name == "speech_encoder":
+            g = [self.speech_encoder]
+        elif name == "cformer" and self.cformer is not None:
+            c = self.cformer
+            g = [c.predictor, c.in_proj, c.layers, c.norm]
+        elif name == "cformer_head" and self.cformer is not None:
+            g = [self.cformer.classifier, self.cformer.ctc_head]
+        elif name == "speech_adapter":
+            g = [self.speech_adapter]
+        elif name == "vision_encoder":
+            g = [self.vision_encoder]
+        elif name == "qformer" and self.qformer is not None:
+            q = self.qformer
+            g = [q.qformer, q.vision_proj, q.query_tokens]
+        elif name == "video_queries" and self.qformer is not None:
+            g = [self.qformer.video_query_tokens, self.qformer.frame_embed]
+        elif name in ("image_adapter", "video_adapter", "itc"):
+            g = [getattr(self, name)]
+        elif name not in GROUPS:
+            raise XllmError(f"train_modules: unknown module {name!r} (one of {', '.join(GROUPS)})")
+        params: list[nn.Parameter] = []
+        for m in g:
+            if m is None:
+                continue
+            params += [m] if isinstance(m, nn.Parameter) else list(m.parameters())
+        return params
+
+    def _is_pretrained(self, group: str) -> bool:
+        if group == "llm":
+            return True
+        mod = getattr(self, group, None)
+        return bool(getattr(mod, "pretrained", False))
+
+    def configure_stage(self, stage: int, modality: str = "speech", train_modules: list[str] | None = None) -> None:
+        """Set requires_grad per the stage table; ``train_modules`` overrides the default groups.
+
+        0: LLM (tiny preset). 1: speech -> C-Former (+ encoder when not pretrained or
+        ``speech_encoder.finetune``); image -> Q-Former + queries + ITC (+ vision encoder when not
+        pretrained); ``modality="all"`` both. 2: the modality's interface + adapter. 3: adapters.
+        """
+        if stage not in (0, 1, 2, 3):
+            raise XllmError(f"stage must be 0-3, not {stage}")
+        if modality not in ("speech", "image", "video", "all"):
+            raise XllmError(f"modality must be speech, image, video or all, not {modality!r}")
+        self.stage = stage
+        self.modalities = {"speech", "image", "video"} if (modality == "all" or stage == 3) else {modality}
+        if stage == 0:
+            self.modalities = set()
+        if train_modules is None:
+            train_modules = self._default_modules(stage)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for name in train_modules:
+            params = self._group_params(name)
+            for p in params:
+                p.requires_grad_(True)
+            if params and self._is_pretrained(name):
+                self.trained_pretrained.add(name)
+        se = self.speech_encoder
+        if se is not None and hasattr(se, "freeze_frontend"):
+            se.freeze_frontend()  # the CNN front end of HuBERT/wav2vec2 stays frozen
+        self.trainable_groups = [n for n in train_modules if self._group_params(n)]
+        self.train(self.training)
+
+    def _default_modules(self, stage: int) -> list[str]:
+        mods: list[str] = []
+        sp = self.cfg.get("speech_encoder") or {}
+        vc = self.cfg.get("vision_encoder") or {}
+        if stage == 0:
+            return ["llm"]
+        if stage == 1:
+            if "speech" in self.modalities and self.cformer is not None:
+                mods += ["cformer", "cformer_head"]
+                if not self.speech_encoder.pretrained or sp.get("finetune"):
+                    mods.append("speech_encoder")
+            if self.modalities & {"image", "video"} and self.qformer is not None:
+                mods += ["qformer", "itc"]
+                if not self.vision_encoder.pretrained or vc.get("finetune"):
+                    mods.append("vision_encoder")
+            return mods
+        if stage == 2:
+            if "speech" in self.modalities:
+                mods += ["cformer", "speech_adapter"]
+            if "image" in self.modalities:
+                mods += ["qformer", "image_adapter"]
+            if "video" in self.modalities:
+                mods += ["video_queries", "video_adapter"]
+            return mods
+        return ["speech_adapter", "image_adapter", "video_adapter"]
+
+    def train(self, mode: bool = True):
+        """Frozen pretrained parts stay in eval mode (no dropout, fixed norms) while training."""
+        super().train(mode)
+        for name in ("llm", "speech_encoder", "vision_encoder"):
+            mod = getattr(self, name, None)
+            if mod is not None and self._is_pretrained(name) and not any(p.requires_grad for p in mod.parameters()):
+                mod.eval()
+        return self
+
+    # ------------------------------------------------------------------ pieces
+    def _text_ids(self, texts: list[str]) -> list[list[int]]:
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def _encode_speech(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.speech_encoder is None:
+            raise XllmError("this model has no speech encoder (model.speech_encoder is not set)")
+        enc, lens = self.speech_encoder(batch.feats, batch.feat_lens)
+        return enc.float(), lens
+
+    def _image_queries(self, images: torch.Tensor) -> torch.Tensor:
+        return self.qformer.image(self.vision_encoder(images))
+
+    def _video_queries(self, videos: torch.Tensor) -> torch.Tensor:
+        B, N = videos.shape[:2]
+        feats = self.vision_encoder(videos.reshape(B * N, *videos.shape[2:]))
+        return self.qformer.video(feats, N)
+
+    @staticmethod
+    def _padded(ids: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+        L = max(1, max(len(i) for i in ids))
+        t = torch.full((len(ids), L), -100, dtype=torch.long, device=device)
+        for b, i in enumerate(ids):
+            if i:
+                t[b, : len(i)] = torch.tensor(i, device=device)
+        return t, torch.tensor([len(i) for i in ids], dtype=torch.long, device=device)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: Batch, stage: int | None = None) -> StepOutput:
+        """Loss of one batch for ``stage`` (default: the configured stage)."""
+        stage = self.stage if stage is None else stage
+        if stage == 0:
+            return self._lm_step(batch)
+        if batch.texts is None:
+            raise XllmError("training batches need texts")
+        if stage == 1:
+            return self._stage1_step(batch)
+        return self._llm_step(batch)
+
+    def _lm_step(self, batch: Batch) -> StepOutput:
+        """Stage 0: train the (tiny) LLM on text, in the formats it will see later.
+
+        A text-only LM never learns to *copy*, yet stages 2/3 need it to read the transcript
+        off the speech slot. So besides plain LM sequences (``lm``), stage 0 mixes in the
+        final instruction format with the speech slot filled by the embeddings of the
+        (lightly corrupted) transcript itself (``asr``), and the same with an image slot
+        holding the transcript's characters in random order (``image_asr``). An instruct
+        LLM brings this ability; the tiny one learns it here. Proportions:
+        ``llm_init.stage0_tasks`` (default lm 0.4, asr 0.4, image_asr 0.2); corruption
+        rate ``llm_init.stage0_noise`` (default 0.1: substitutions, deletions, insertions).
+        """
+        init = self.cfg.get("llm_init") or {}
+        tasks = dict(init.get("stage0_tasks") or {"lm": 0.4, "asr": 0.4, "image_asr": 0.2})
+        noise = float(init.get("stage0_noise", 0.1))
+        names = [k for k in ("lm", "asr", "image_asr") if float(tasks.get(k, 0)) > 0]
+        if not names:
+            raise XllmError("llm_init.stage0_tasks: no task has a positive weight")
+        probs = torch.tensor([float(tasks[k]) for k in names])
+        embed = self.llm.get_input_embeddings()
+        device = embed.weight.device
+        tok = self.tokenizer
+        bos = (tok.bos_token_id,) if tok.bos_token_id is not None else ()
+        ids = self._text_ids(batch.texts)
+        pool = [t for i in ids for t in i] or [tok.unk_token_id or 0]
+        layouts, slots, targets = [], [], []
+        for i in ids:
+            task = names[int(torch.multinomial(probs, 1))] if len(names) > 1 else names[0]
+            targets.append(i + [tok.eos_token_id])
+            if task == "lm" or not i:
+                from xllm_cli.models.llm import Layout
+
+                layouts.append(Layout((bos,) if bos else ()))
+                slots.append({})
+                continue
+            noisy = self._corrupt(i, pool, noise)
+            slot = {"speech": embed(torch.tensor(noisy, dtype=torch.long, device=device))}
+            mods = ("speech",)
+            if task == "image_asr":
+                perm = torch.randperm(len(i)).tolist()
+                slot["image"] = embed(torch.tensor([i[p] for p in perm], dtype=torch.long, device=device))
+                mods = ("image", "speech")
+            prompt = self.prompts["image_asr" if task == "image_asr" else "asr"]
+            layouts.append(self.formatter.layout(prompt, mods))
+            slots.append(slot)
+        emb, mask, labels, pos = assemble(embed, layouts, slots, targets, False, device, embed.weight.dtype)
+        out = self.llm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, labels=labels)
+        return StepOutput(out.loss, {"lm_loss": float(out.loss.detach()), "loss": float(out.loss.detach())})
+
+    @staticmethod
+    def _corrupt(ids: list[int], pool: list[int], rate: float) -> list[int]:
+        """Random substitutions / deletions / insertions (each ``rate``/3 per token), never empty."""
+        if rate <= 0:
+            return list(ids)
+        out: list[int] = []
+        r = torch.rand(len(ids), 2).tolist()
+        for t, (a, b) in zip(ids, r):
+            if a < rate / 3:
+                continue  # deletion
+            out.append(pool[int(b * len(pool)) % len(pool)] if a < 2 * rate / 3 else t)  # substitution
+            if a > 1 - rate / 3:
+                out.append(pool[int(b * len(pool)) % len(pool)])  # insertion
+        return out or list(ids)
+
+    def _stage1_step(self, batch: Batch) -> StepOutput:
+        cf = self.cfg.get("cformer") or {}
+        total = None
+        logs: dict[str, float] = {}
+        if "speech" in self.modalities and batch.feats is not None and self.cformer is not None:
+            enc, enc_lens = self._encode_speech(batch)
+            targets, tlens = self._padded(self._text_ids(batch.texts), enc.device)
+            ctc_w = float(cf.get("ctc_weight", 0.0))
+            out, ls = self.cformer.losses(enc, enc_lens, targets, tlens, ctc_w)
+            total = ls["ce"] + float(cf.get("quantity_weight", 1.0)) * ls["quantity"]
+            if "ctc" in ls:
+                total = total + ctc_w * ls["ctc"]
+            logs.update({f"cif_{k}": float(v.detach()) for k, v in ls.items()})
+        img = self._present(batch.images, batch.image_mask)
+        if self.modalities & {"image", "video"} and img is not None and self.qformer is not None:
+            sel = img.nonzero().flatten().tolist()
+            q = self._image_queries(batch.images[img])
+            texts = [batch.texts[i] for i in sel]
+            itc = self.itc.loss(q, self._text_ids(texts), texts)
+            total = itc if total is None else total + itc
+            logs["itc"] = float(itc.detach())
+        if total is None:
+            raise XllmError("stage 1: the batch has no data for the configured modality")
+        logs["loss"] = float(total.detach())
+        return StepOutput(total, logs)
+
+    @staticmethod
+    def _present(x: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            return None
+        m = mask if mask is not None else torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        return m.bool() if bool(m.any()) else None
+
+    def _modality_inputs(self, batch: Batch, use: set[str], target_lens: torch.Tensor | None):
+        """Per-utterance LLM-space embeddings of the modalities in ``use``; plus extra losses."""
+        B = len(batch)
+        per_utt: list[dict[str, torch.Tensor]] = [{} for _ in range(B)]
+        extra: dict[str, torch.Tensor] = {}
+        info: dict[str, torch.Tensor] = {}
+        if "speech" in use and batch.feats is not None and self.speech_encoder is not None:
+            enc, enc_lens = self._encode_speech(batch)
+            out = self.cformer(enc, enc_lens, target_lens)
+            emb = self.speech_adapter(out.hidden)
+            for b in range(B):
+                per_utt[b]["speech"] = emb[b, : int(out.token_lens[b])]
+            info["speech_tokens"] = out.token_lens
+            if target_lens is not None:
+                from xllm_cli.models.cif import quantity_loss
+
+                extra["quantity"] = quantity_loss(out.alpha_sum, target_lens)
+        if "image" in use and self.qformer is not None:
+            img = self._present(batch.images, batch.image_mask)
+            if img is not None:
+                emb = self.image_adapter(self._image_queries(batch.images[img]))
+                for j, b in enumerate(img.nonzero().flatten().tolist()):
+                    per_utt[b]["image"] = emb[j]
+        if "video" in use and self.qformer is not None:
+            vid = self._present(batch.videos, batch.video_mask)
+            if vid is not None:
+                emb = self.video_adapter(self._video_queries(batch.videos[vid]))
+                for j, b in enumerate(vid.nonzero().flatten().tolist()):
+                    per_utt[b]["video"] = emb[j]
+        return per_utt, extra, info
+
+    def _layouts(self, batch: Batch, per_utt: list[dict]) -> list:
+        layouts = []
+        for b, mods in enumerate(per_utt):
+            given = batch.prompts[b] if batch.prompts is not None else None
+            prompt = given if given is not None else default_prompt(
+                self.prompts, "speech" in mods, "image" in mods, "video" in mods
+            )
+            layouts.append(self.formatter.layout(prompt, tuple(m for m in ("image", "video", "speech") if m in mods)))
+        return layouts
+
+    def _llm_step(self, batch: Batch) -> StepOutput:
+        ids = self._text_ids(batch.texts)
+        use = self.modalities
+        device = self.device
+        tlens = torch.tensor([len(i) for i in ids], dtype=torch.long, device=device) if self.training else None
+        per_utt, extra, _ = self._modality_inputs(batch, use, tlens)
+        # utterances that bring none of the trained modalities are left out (nothing to align)
+        keep = [b for b, mods in enumerate(per_utt) if mods]
+        if not keep:
+            raise XllmError(f"stage {self.stage}: the batch has no data for the configured modalities {sorted(use)}")
+        layouts = self._layouts(batch, per_utt)
+        targets = [self.formatter.target_ids(batch.texts[b]) for b in keep]
+        embed = self.llm.get_input_embeddings()
+        emb, mask, labels, pos = assemble(
+            embed, [layouts[b] for b in keep], [per_utt[b] for b in keep], targets, False,
+            embed.weight.device, embed.weight.dtype,
+        )
+        out = self.llm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, labels=labels)
+        loss = out.loss
+        logs = {"llm_ce": float(loss.detach())}
+        with torch.no_grad():
+            pred = out.logits[:, :-1].argmax(-1)
+            lab = labels[:, 1:]
+            valid = lab != -100
+            logs["acc"] = float((pred[valid] == lab[valid]).float().mean()) if valid.any() else 0.0
+        if "quantity" in extra and any(p.requires_grad for p in self.cformer.predictor.parameters()):
+            w = float((self.cfg.get("cformer") or {}).get("stage2_quantity_weight", 0.1))
+            loss = loss + w * extra["quantity"]
+            logs["cif_quantity"] = float(extra["quantity"].detach())
+        logs["loss"] = float(loss.detach())
+        return StepOutput(loss, logs)
+
+    # ------------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def generate(
+        self,
+        batch: Batch,
+        max_new_tokens: int | None = None,
+        num_beams: int = 1,
+        num_return_sequences: int = 1,
+        use_image: bool = True,
+        use_video: bool = True,
+        use_speech: bool = True,
+        repetition_penalty: float = 1.0,
+        length_penalty: float = 1.0,
+    ) -> list[list[tuple[str, float]]]:
+        """Batched decoding with the LLM on left-padded soft prompts; n-best (text, score) per utterance.
+
+        The score is the length-normalised log-probability of the hypothesis (beam search's
+        ``sequences_scores``; for greedy, the mean token log-probability). Sampling settings of the
+        LLM's generation_config (instruct models ship some) are overridden: decoding is deterministic,
+        and repetition_penalty defaults to 1.0 because transcripts legitimately repeat characters.
+        """
+        batch = batch.to(self.device)
+        use = {m for m, on in (("speech", use_speech), ("image", use_image), ("video", use_video)) if on}
+        per_utt, _, info = self._modality_inputs(batch, use, None)
+        embed = self.llm.get_input_embeddings()
+        emb, mask, _, _ = assemble(
+            embed, self._layouts(batch, per_utt), per_utt, None, True, embed.weight.device, embed.weight.dtype
+        )
+        if max_new_tokens is None:
+            if "speech_tokens" in info:
+                max_new_tokens = 2 * int(info["speech_tokens"].max()) + 10
+            else:
+                max_new_tokens = int(self.cfg.get("max_new_tokens", 64))
+        num_return_sequences = max(1, min(num_return_sequences, num_beams))
+        eos = self.tokenizer.eos_token_id
+        gen_eos = getattr(self.llm.generation_config, "eos_token_id", None)
+        eos_ids = sorted({eos, *(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])})
+        out = self.llm.generate(
+            inputs_embeds=emb,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            num_return_sequences=num_return_sequences,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=eos_ids,
+            repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        seqs = out.sequences
+        if num_beams > 1:
+            scores = out.sequences_scores.float().tolist()
+        else:
+            trans = self.llm.compute_transition_scores(seqs, out.scores, normalize_logits=True).float()
+            valid = torch.ones_like(seqs, dtype=torch.bool)[:, : trans.shape[1]]
+            # tokens after the first EOS are padding
+            is_eos = torch.isin(seqs[:, : trans.shape[1]], torch.tensor(eos_ids, device=seqs.device))
+            after = (is_eos.long().cumsum(1) - is_eos.long()) > 0
+            valid = valid & ~after
+            trans = trans.masked_fill(~valid | ~torch.isfinite(trans), 0.0)
+            scores = (trans.sum(1) / valid.sum(1).clamp(min=1)).tolist()
+        texts = self.tokenizer.batch_decode(seqs, skip_special_tokens=True)
+        n = num_return_sequences
+        return [[(texts[b * n + i].strip(), float(scores[b * n + i])) for i in range(n)] for b in range(len(batch))]
+
+    @torch.no_grad()
+    def nar_decode(self, batch: Batch) -> list[str]:
+        """First-pass hypotheses: C-Former classifier argmax on the fired CIF tokens (no LLM)."""
+        batch = batch.to(self.device)
+        enc, lens = self._encode_speech(batch)
+        ids = self.cformer.greedy_tokens(enc, lens)
+        return [self.tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
+
+    def save_llm(self, out_dir: str | Path) -> None:
+        """Write the LLM + tokenizer as an HF directory (stage 0's EXP/stage0/llm)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.llm.save_pretrained(str(out_dir))
+        self.tokenizer.save_pretrained(str(out_dir))
+
+
+# ---------------------------------------------------------------------- save / load
+def _saved_key_filter(model: XLLM):
+    skip = [
+        prefix for group, prefix in _PRETRAINED_PREFIX.items()
+        if getattr(model, group, None) is not None and model._is_pretrained(group) and group not in model.trained_pretrained
+    ]
+    return lambda k: not any(k.startswith(p) for p in skip)
+
+
+def model_state_to_save(model: XLLM) -> dict[str, torch.Tensor]:
+    """Tensors that save_model writes: all but the untouched pretrained parts."""
+    keep = _saved_key_filter(model)
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items() if keep(k)}
+
+
+def save_model(model: XLLM, model_cfg: dict, out_dir: str | Path) -> None:
+    """Write ``out_dir/model.safetensors`` (non-pretrained + trained tensors) and ``out_dir/config.yaml``."""
+    import safetensors.torch
+    import yaml
+
+    from xllm_cli.fsutil import atomic_save, atomic_write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(model_cfg)
+    # referenced local paths become absolute so the directory works from any cwd
+    for section in ("llm", "speech_encoder", "vision_encoder", "qformer"):
+        sec = cfg.get(section)
+        for key in ("path", "blip2_path"):
+            if isinstance(sec, dict) and sec.get(key) and Path(str(sec[key])).expanduser().exists():
+                sec[key] = str(Path(str(sec[key])).expanduser().resolve())
+    sd = model_state_to_save(model)
+    meta = {"format": "xllm", "trained_pretrained": ",".join(sorted(model.trained_pretrained))}
+    atomic_save(out_dir / "model.safetensors", lambda tmp: safetensors.torch.save_file(sd, tmp, metadata=meta))
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump({"model": cfg}, allow_unicode=True, sort_keys=False))
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> XLLM:
+    """Rebuild from ``config.yaml`` (pretrained parts from their paths) and load ``model.safetensors``; eval mode."""
+    import safetensors.torch
+
+    from xllm_cli.errors import require_dir, require_file
+    from xllm_cli.models.config import load_model_config
+
+    model_dir = require_dir(model_dir, "model directory")
+    cfg = load_model_config(require_file(model_dir / "config.yaml", "model config"))
+    weights = require_file(model_dir / "model.safetensors", "model weights")
+    model = XLLM.from_config(cfg, load_weights=False)
+    sd = safetensors.torch.load_file(str(weights))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if unexpected:
+        raise XllmError(f"{weights}: tensors that the config does not have: {unexpected[:3]}")
+    for group, prefix in _PRETRAINED_PREFIX.items():
+        if any(k.startswith(prefix) for k in sd) and model._is_pretrained(group):
+            model.trained_pretrained.add(group)
+    keep = _saved_key_filter(model)
+    lost = [k for k in missing if keep(k)]
+    if lost:
+        raise XllmError(f"{weights}: tensors missing: {lost[:3]}")
+    return model.to(device).eval()

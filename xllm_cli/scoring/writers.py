@@ -1,0 +1,149 @@
+"""Result files of a decode directory (DESIGN.md §4), each written atomically.
+
+``hyp``/``ref``   Kaldi text of the raw (un-normalised) transcripts, C-sorted.
+``hyp.trn``/``ref.trn``  sclite ``trn``: the normalised scoring units separated by
+                  spaces, then ``(spk-utt)`` — score them with
+                  ``sclite -r ref.trn trn -h hyp.trn trn -i rm -e utf-8 -s``.
+``per_utt``       Kaldi ``wer_per_utt_details.pl`` style alignment, four lines an
+                  utterance: ``ref``, ``hyp``, ``op`` (C S I D) and ``#csid`` counts
+                  (correct, substitutions, insertions, deletions); gaps are ``*``.
+``per_spk``       Kaldi ``wer_per_spk_details.pl`` style table, ``raw`` counts and
+                  ``sys`` percentages per speaker, then ``SUM``.
+``result.txt``    ``compute-wer`` lines: ``%CER 4.52 [ 4737 / 104765, 116 ins, 198 del,
+                  4423 sub ] DIR``, ``%SER 20.00 [ 2 / 10 ] DIR``, ``Scored N sentences, M not
+                  present in hyp.``
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+from ..data.tables import read_table
+from ..fsutil import atomic_write
+from .align import Counts, ScoreResult, score_texts
+from .normalize import NormalizeOptions
+
+EPS = "*"
+
+
+def read_text(path: str | Path) -> dict[str, str]:
+    """Read a Kaldi ``text`` file; an utterance may have an empty transcript (an empty hypothesis)."""
+    return read_table(path, allow_empty_value=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _c_key(key: str) -> bytes:
+    return key.encode("utf-8")
+
+
+def result_lines(result: ScoreResult, label: str = "") -> list[str]:
+    """The Kaldi ``compute-wer`` lines (metric, then %SER), with ``label`` appended when given."""
+    t = result.totals
+    tail = f" {label}" if label else ""
+    return [
+        f"%{result.metric} {t.rate:.2f} [ {t.errors} / {t.n}, {t.ins} ins, {t.dels} del, {t.subs} sub ]{tail}",
+        f"%SER {t.ser:.2f} [ {t.sentence_errors} / {t.sentences} ]{tail}",
+    ]
+
+
+def write_kaldi_text(path: str | Path, texts: dict[str, str]) -> None:
+    with atomic_write(path) as f:
+        for utt in sorted(texts, key=_c_key):
+            text = _one_line(texts[utt])
+            f.write(f"{utt} {text}\n" if text else f"{utt}\n")
+
+
+def trn_id(spk: str, utt: str) -> str:
+    """sclite's ``rm`` id: speaker, a dash, then the utterance id."""
+    return f"{spk}-{utt}"
+
+
+def write_trn(path: str | Path, result: ScoreResult, side: str) -> None:
+    """Write ``ref.trn`` (``side='ref'``) or ``hyp.trn`` (``side='hyp'``)."""
+    with atomic_write(path) as f:
+        for u in result.utts:
+            tokens = u.ref_tokens if side == "ref" else u.hyp_tokens
+            f.write(f"{' '.join(tokens)} ({trn_id(u.spk, u.utt)})\n")
+
+
+def display_width(text: str) -> int:
+    """Columns a string takes in a terminal (wide CJK characters count 2)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - display_width(text))
+
+
+def per_utt_lines(result: ScoreResult) -> list[str]:
+    lines: list[str] = []
+    for u in result.utts:
+        cols = [(r if r is not None else EPS, h if h is not None else EPS, op) for op, r, h in u.ops]
+        widths = [max(display_width(r), display_width(h), 1) for r, h, _ in cols]
+        for name, idx in (("ref", 0), ("hyp", 1), ("op", 2)):
+            cells = [_pad(c[idx], w) for c, w in zip(cols, widths)]
+            lines.append(" ".join([u.utt, _pad(name, 3), *cells]).rstrip())
+        c = u.counts
+        lines.append(f"{u.utt} #csid {c.correct} {c.subs} {c.ins} {c.dels}")
+    return lines
+
+
+def per_spk_lines(result: ScoreResult) -> list[str]:
+    header = ["SPEAKER", "id", "#SENT", "#WORD", "Corr", "Sub", "Ins", "Del", "Err", "S.Err"]
+    rows = [header]
+
+    def add(name: str, c: Counts) -> None:
+        rows.append([name, "raw", str(c.sentences), str(c.n), str(c.correct), str(c.subs), str(c.ins),
+                     str(c.dels), str(c.errors), str(c.sentence_errors)])
+        pct = lambda x: f"{100.0 * x / max(c.n, 1):.2f}"  # noqa: E731
+        rows.append([name, "sys", str(c.sentences), str(c.n), pct(c.correct), pct(c.subs), pct(c.ins),
+                     pct(c.dels), pct(c.errors), f"{c.ser:.2f}"])
+
+    for spk, c in result.per_speaker.items():
+        add(spk, c)
+    add("SUM", result.totals)
+    widths = [max(display_width(r[i]) for r in rows) for i in range(len(header))]
+    return [" ".join(_pad(cell, w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    with atomic_write(path) as f:
+        for line in lines:
+            f.write(line + "\n")
+
+
+def write_decode_dir(decode_dir: str | Path, result: ScoreResult, label: str | None = None) -> None:
+    """Write hyp, ref, hyp.trn, ref.trn, per_utt, per_spk and result.txt into ``decode_dir``.
+
+    ``result.txt`` is written last, so its presence means the directory is complete.
+    """
+    decode_dir = Path(decode_dir)
+    decode_dir.mkdir(parents=True, exist_ok=True)
+    write_kaldi_text(decode_dir / "ref", result.raw_refs)
+    write_kaldi_text(decode_dir / "hyp", result.raw_hyps)
+    write_trn(decode_dir / "ref.trn", result, "ref")
+    write_trn(decode_dir / "hyp.trn", result, "hyp")
+    _write_lines(decode_dir / "per_utt", per_utt_lines(result))
+    _write_lines(decode_dir / "per_spk", per_spk_lines(result))
+    lines = result_lines(result, str(decode_dir) if label is None else label)
+    lines.append(f"Scored {result.totals.sentences} sentences, {len(result.missing)} not present in hyp.")
+    _write_lines(decode_dir / "result.txt", lines)
+
+
+def score_and_write(
+    decode_dir: str | Path,
+    refs: dict[str, str],
+    hyps: dict[str, str],
+    unit: str = "char",
+    normalize: NormalizeOptions | None = None,
+    utt2spk: dict[str, str] | None = None,
+    label: str | None = None,
+) -> ScoreResult:
+    """``score_texts`` then ``write_decode_dir``: what ``xllm decode`` calls at the end."""
+    result = score_texts(refs, hyps, unit=unit, normalize=normalize, utt2spk=utt2spk)
+    write_decode_dir(decode_dir, result, label=label)
+    return result

@@ -1,0 +1,149 @@
+"""Stages 1-3 of the X-LLM model: data from the pipeline, model from the previous stage.
+
+Stage 1 trains the C-Former with its encoder (and the image Q-Former when the
+recipe lists ``stage1.data.image_train``); stage 2 aligns one modality's interface
+with the frozen LLM; stage 3 trains the adapters on a mixture of data dirs. Each
+starts from the previous stage's final model (``stage_model_dir``), computes the
+global CMVN once for fbank encoders (``EXP/cmvn.json``), validates with the loss
+and a greedy CER (NAR for stage 1, LLM generation for 2-3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import get
+from ..console import log
+from ..errors import XllmError
+from . import checkpoint as ck
+from .distributed import DistInfo, barrier
+from .stages import (StageRequest, batch_options, data_list, init_model_dir, resolve_model_config, stage_data,
+                     stage_section)
+from .trainer import TrainOptions, Trainer
+
+
+class LoaderSource:
+    """The data pipeline's loaders behind the trainer's DataSource interface."""
+
+    def __init__(self, train_dirs, dev_dirs, extractor, transform, bcfg: dict, seed: int, cer_utts: int,
+                 dist: DistInfo) -> None:
+        from ..data.batching import build_dataloader
+        from ..data.dataset import load_utterances
+
+        r, w = dist.rank, dist.world_size
+        self.train = build_dataloader(train_dirs, extractor, transform, bcfg, train=True, seed=seed, rank=r,
+                                      world_size=w)
+        self.valid = build_dataloader(dev_dirs, extractor, transform, bcfg, train=False, rank=r, world_size=w)
+        self.cer = None
+        if cer_utts > 0:
+            dev = load_utterances(dev_dirs)
+            step = max(len(dev) // cer_utts, 1)
+            subset = dev[::step][:cer_utts]  # spread over the set (speakers, lengths)
+            self.cer = build_dataloader(subset, extractor, transform, bcfg, train=False, rank=r, world_size=w)
+
+    def num_batches(self, epoch: int) -> int:
+        return self.train.num_batches(epoch)
+
+    def train_batches(self, epoch: int, start: int):
+        return self.train.iterate(epoch, start)
+
+    def valid_batches(self):
+        return self.valid.iterate(0, 0)
+
+    def cer_batches(self):
+        return self.cer.iterate(0, 0) if self.cer is not None else iter(())
+
+
+def _feature_extractor(cfg: dict, model_cfg: dict, req: StageRequest, dist: DistInfo, train_dirs: list[Path]):
+    from ..data.features import build_feature_extractor, compute_cmvn
+
+    enc = model_cfg.get("speech_encoder")
+    if not enc:
+        return None
+    features = cfg.get("features") or {}
+    extractor = build_feature_extractor(enc, features)
+    if getattr(extractor, "kind", None) != "fbank":
+        return extractor
+    cmvn = Path(req.exp) / "cmvn.json"
+    if not cmvn.is_file():
+        if req.stage != 1:
+            raise XllmError(f"{cmvn}: global CMVN not found (stage 1 computes it; run xllm train --stage 1 first)")
+        if dist.is_main:
+            speech_dirs = [d for d in train_dirs if (d / "wav.scp").is_file()] or train_dirs
+            max_utts = features.get("cmvn_max_utts")
+            log.info("computing global CMVN over %s into %s", ", ".join(map(str, speech_dirs)), cmvn)
+            compute_cmvn(speech_dirs if len(speech_dirs) > 1 else speech_dirs[0], extractor, cmvn,
+                         max_utts=int(max_utts) if max_utts else None)
+        barrier(dist)
+    return build_feature_extractor(enc, features, cmvn_path=cmvn)
+
+
+def _decode_fn(stage: int, max_new_tokens: int | None):
+    if stage == 1:
+        return lambda model, batch: model.nar_decode(batch)
+
+    def generate(model, batch):
+        nbest = model.generate(batch, max_new_tokens=max_new_tokens, num_beams=1)
+        return [n[0][0] if n else "" for n in nbest]
+
+    return generate
+
+
+def run_xllm_stage(cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions):
+    from ..models.xllm import XLLM, load_model, save_model
+
+    stage = req.stage
+    model_cfg = resolve_model_config(cfg, req.exp)
+    llm_path = get(model_cfg, "llm.path")
+    if get(cfg, "model.llm.path") in (None, "") and not Path(llm_path).is_dir():
+        raise XllmError(f"{llm_path}: no stage-0 LM (model.llm.path is null): run xllm train --stage 0 first")
+    data = stage_data(cfg, req)
+    train_dirs = data_list(cfg, data.get("train"), f"stage{stage}.data.train")
+    image_dirs = data_list(cfg, data.get("image_train"), f"stage{stage}.data.image_train") if stage == 1 else []
+    dev_dirs = data_list(cfg, data.get("dev"), f"stage{stage}.data.dev")
+    if not train_dirs and not image_dirs:
+        raise XllmError(f"recipe: stage{stage}.data.train: no training data listed")
+    if not dev_dirs:
+        raise XllmError(f"recipe: stage{stage}.data.dev: no dev data listed (validation picks the best model)")
+    for d in [*train_dirs, *image_dirs, *dev_dirs]:
+        if not d.is_dir():
+            raise XllmError(f"{d}: data directory not found (data.dir is {get(cfg, 'data.dir')!r}; "
+                            "relative paths start in the current directory)")
+
+    torch.manual_seed(opts.seed)
+    init = init_model_dir(req.exp, stage, req.modality)
+    if init is not None:
+        if not (init / ck.MODEL_FILE).is_file():
+            raise XllmError(f"{init}: the previous stage's model is missing (train stage {stage - 1} first)")
+        model = load_model(init)
+        model.cfg = dict(model_cfg)  # the recipe's model section (prompts, generation bounds) wins
+        if dist.is_main:
+            log.info("stage %d starts from %s", stage, init)
+    else:
+        model = XLLM.from_config(model_cfg)
+    if stage == 1:
+        modality = "all" if image_dirs else "speech"
+    elif stage == 2:
+        modality = req.modality
+    else:
+        modality = "all"
+    model.configure_stage(stage, modality, stage_section(cfg, stage).get("train_modules"))
+    if dist.is_main:
+        log.info("stage %d (%s): training %s", stage, modality, ", ".join(getattr(model, "trainable_groups", [])))
+
+    extractor = _feature_extractor(cfg, model_cfg, req, dist, train_dirs)
+    uses_images = bool(image_dirs) or stage == 3 or (stage == 2 and req.modality != "speech")
+    transform = None
+    if uses_images and model_cfg.get("vision_encoder"):
+        from ..data.features import build_image_transform
+
+        transform = build_image_transform(model_cfg["vision_encoder"])
+    bcfg = batch_options(cfg, stage)
+    source = LoaderSource(train_dirs + image_dirs, dev_dirs, extractor, transform, bcfg, opts.seed,
+                          opts.cer_utts, dist)
+    decode = _decode_fn(stage, get(model_cfg, "max_new_tokens"))
+    return Trainer(model, source, opts, ck.stage_dir(req.exp, stage, req.modality), stage, dist,
+                   decode_fn=decode, export_fn=lambda m, d: save_model(m, model_cfg, d),
+                   resume=req.resume).fit()
