@@ -98,6 +98,10 @@ def test_validate_warnings_and_no_warn(tmp_path):
         (("data", "info", "{tmp}/missing"), "data directory not found"),
         (("data", "split", "{good}", "9"), "cannot split 4 utterances into 9 parts"),
         (("data", "subset", "{good}", "{tmp}/o", "--first", "1", "--last", "1"), "exactly one of"),
+        (("data", "subset", "{good}", "{good}/text", "--first", "1"), "text: exists and is not a directory"),
+        (("data", "combine", "{good}/text", "{good}"), "text: exists and is not a directory"),
+        (("data", "sort", "{tmp}"), "wav.scp: file not found (a data directory needs wav.scp and utt2spk)"),
+        (("data", "fix", "{tmp}"), "wav.scp: file not found (a data directory needs wav.scp and utt2spk)"),
     ],
 )
 def test_user_errors_are_one_line(good, tmp_path, args, message):
@@ -153,4 +157,6 @@ def test_help_ends_with_example(command):
     doc = command_obj.callback.__doc__.strip()
     assert doc.splitlines()[-1].strip().startswith(f"Example: xllm data {command} ")
     result = invoke(command, "--help")
-    assert result.exit_code == 0 and "Example: xllm data" in result.stdout
+    assert result.exit_code == 0
+    last = [line.strip() for line in result.stdout.splitlines() if line.strip()][-1]
+    assert last.startswith(f"Example: xllm data {command} ")  # below the options, not above them

@@ -98,3 +98,17 @@ def test_scores_match_pytorch_and_rescoring_follows_lm(tiny_llm, tmp_path):
     # no LM weight: first-pass order kept; empty n-best list -> empty text
     assert rescore_nbest(int8_dir, tok, ["", ""], [[(worst_lm, 0.0), (best_lm, 0.0)], []], lm_weight=0.0) == [
         (worst_lm, 0.0), ("", -math.inf)]
+
+
+def test_broken_stage_config_is_a_one_line_error(tmp_path):
+    from xllm_cli.decoding.ct2 import find_llm_dir
+    from xllm_cli.errors import XllmError
+
+    cfg = tmp_path / "e" / "stage3" / "best" / "config.yaml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("model:\n  llm: [unclosed\n")
+    with pytest.raises(XllmError, match=rf"^{cfg}:3: invalid YAML: "):
+        find_llm_dir(tmp_path / "e")
+    cfg.write_bytes(b"model: \xff\n")
+    with pytest.raises(XllmError, match=rf"^{cfg}: not valid UTF-8"):
+        find_llm_dir(tmp_path / "e")

@@ -129,13 +129,39 @@ def test_killed_job_resumes_from_partial_results(tmp_path):
     out = exp / "decode_test_stage3_llm_beam1"
     out.mkdir(parents=True)
     # a run killed after its first batch, mid-way through writing the second
+    opts = D.DecodeOptions(exp=exp, data=data, stage=3)
+    (out / D.FINGERPRINT).write_text(json.dumps(D.decode_fingerprint(opts, 3)), encoding="utf-8")
     first = json.dumps({"utt": "spk2-d", "nbest": [["你好", -0.1]], "dur": 0.8}, ensure_ascii=False)
     (out / D.PARTIAL).write_text(first + "\n" + '{"utt": "spk2-c", "nb', encoding="utf-8")
     fake = FakeDecoder(ZH)
-    D.run_decode(D.DecodeOptions(exp=exp, data=data, stage=3), decoder_factory=lambda o, s: fake)
+    D.run_decode(opts, decoder_factory=lambda o, s: fake)
     assert sorted(u for b in fake.seen for u in b) == ["spk1-a", "spk1-b", "spk2-c"]
     assert (out / "hyp").read_text(encoding="utf-8").count("\n") == 4
     assert "resuming: 1 of 4" in (out / "decode.log").read_text(encoding="utf-8")
+
+
+def test_rerun_reuses_results_only_of_the_same_model(tmp_path):
+    data = make_data(tmp_path / "data", ZH)
+    exp = make_exp(tmp_path)
+    model_file = exp / "stage3" / "best" / "model.safetensors"
+    model_file.write_bytes(b"v1")
+    opts = D.DecodeOptions(exp=exp, data=data, stage=3)
+    first = FakeDecoder(ZH)
+    D.run_decode(opts, decoder_factory=lambda o, s: first)
+    out = exp / "decode_test_stage3_llm_beam1"
+    mtime = (out / D.NBEST).stat().st_mtime_ns
+
+    again = FakeDecoder(ZH)  # same model, same options: scored again, not decoded
+    D.run_decode(opts, decoder_factory=lambda o, s: again)
+    assert again.seen == [] and (out / D.NBEST).stat().st_mtime_ns == mtime
+    assert "already decoded" in (out / "decode.log").read_text(encoding="utf-8")
+
+    model_file.write_bytes(b"v2 retrained")  # a new model: decoded again, a stale partial file is dropped
+    (out / D.PARTIAL).write_text('{"utt": "spk1-a", "nbest": [["stale", 0.0]], "dur": 1.0}\n', encoding="utf-8")
+    third = FakeDecoder(ZH)
+    D.run_decode(opts, decoder_factory=lambda o, s: third)
+    assert sorted(u for b in third.seen for u in b) == sorted(ZH)
+    assert "stale" not in (out / "hyp").read_text(encoding="utf-8")
 
 
 def test_batches_sorted_longest_first_and_bounded_by_seconds():
@@ -321,3 +347,12 @@ def test_whisper_baseline_writes_the_same_decode_dir(tmp_path):
     hyp = D.read_hyp(out / "hyp")
     assert set(hyp) == {"a-1", "a-2", "a-3"} and all(set(t) <= {"a", " "} and t for t in hyp.values())
     assert RESULT_LINE.match(summary.result_lines[0]).group(1) == "WER"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_decode_on_gpu_in_bf16(tiny):
+    summary = D.run_decode(D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, device="cuda", batch_size=16,
+                                           tag="gpu"))
+    assert len(D.read_hyp(summary.decode_dir / "hyp")) == 35
+    assert "LLM in bf16" in (summary.decode_dir / "decode.log").read_text(encoding="utf-8")

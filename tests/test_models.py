@@ -318,3 +318,54 @@ def test_bf16_llm_with_fp32_interfaces(cfg, device):
     model.eval()
     hyps = model.generate(make_batch(2), max_new_tokens=4)
     assert len(hyps) == 2 and all(isinstance(h[0][0], str) for h in hyps)
+
+
+def test_aligned_speech_positions_in_training_and_generation(cfg):
+    """llm.align_speech_positions: speech vector k shares the position of answer token k, in training and decoding."""
+    from xllm_cli.models.llm import assemble
+
+    c = copy.deepcopy(cfg)
+    c["llm"]["align_speech_positions"] = True
+    torch.manual_seed(0)
+    model = XLLM.from_config(c).eval()
+    embed = model.llm.get_input_embeddings()
+    lay = model.formatter.layout("请忠实地识别该语音", ("speech",))
+    speech = torch.randn(4, embed.weight.shape[1])
+    target = model.formatter.target_ids("你好")
+    _, mask, labels, pos = assemble(embed, [lay], [{"speech": speech}], [target], False, "cpu", torch.float32, "speech")
+    i = lay.items.index("speech")
+    n_before = sum(len(it) for it in lay.items[:i])
+    n_after = sum(len(it) for it in lay.items[i + 1 :])
+    p = pos[0].tolist()
+    answer = p[n_before + 4 + n_after :]
+    assert p[:n_before] == list(range(n_before))
+    assert p[n_before + 4 : n_before + 4 + n_after] == list(range(n_before, n_before + n_after))
+    assert p[n_before : n_before + 4] == answer[:4] == list(range(n_before + n_after, n_before + n_after + 4))
+    # generation continues the positions of the prompt: equal to a manual greedy loop with explicit positions
+    with torch.no_grad():  # sharper random LLM: outputs change with position, so the comparison has teeth
+        for w in model.llm.parameters():
+            if w.ndim > 1:
+                w.normal_(0, 0.3)
+    batch = make_batch(3, images=False, video=False)
+    hyps = model.generate(batch, max_new_tokens=5)
+    assert len({ch for h in hyps for ch in h[0][0]}) > 1
+    per_utt, _, _ = model._modality_inputs(batch, {"speech"}, None)
+    emb, mask, _, pos = assemble(embed, model._layouts(batch, per_utt), per_utt, None, True, "cpu", torch.float32,
+                                 "speech")
+    for b in range(3):
+        n = int(mask[b].sum())
+        e, q = emb[b : b + 1, -n:], pos[b : b + 1, -n:]
+        out = []
+        with torch.no_grad():
+            for _ in range(5):
+                t = int(model.llm(inputs_embeds=e, position_ids=q).logits[0, -1].argmax())
+                if t == model.tokenizer.eos_token_id:
+                    break
+                out.append(t)
+                e = torch.cat([e, embed(torch.tensor([[t]]))], 1)
+                q = torch.cat([q, q[:, -1:] + 1], 1)
+        assert hyps[b][0][0] == model.tokenizer.decode(out, skip_special_tokens=True).strip()
+    # stage 0 and 2 train with the same layout
+    model.configure_stage(0)
+    model.train()
+    assert torch.isfinite(model(make_batch(2), 0).loss)

@@ -175,8 +175,9 @@ def test_cli(tmp_path):
     assert missing.returncode != 0
     assert missing.stderr.strip() == f"xllm: error: {tmp_path / 'nope'}: corpus folder not found"
     assert "Traceback" not in missing.stderr and not (tmp_path / "data3").exists()
-    helps = [run_cli("prep", cmd, "--help").stdout for cmd in ("aishell", "aishell2", "dir")]
-    assert all("Example: xllm prep" in h for h in helps)
+    for cmd in ("aishell", "aishell2", "dir", "manifest"):
+        lines = [line.strip() for line in run_cli("prep", cmd, "--help").stdout.splitlines() if line.strip()]
+        assert lines[-1].startswith(f"Example: xllm prep {cmd} ")  # the example comes last
 
 
 def test_wav_header_parse_matches_soundfile(tmp_path):

@@ -68,6 +68,14 @@ def test_missing_media_names_the_line(media, tmp_path):
     assert not (tmp_path / "out" / "wav.scp").exists()
 
 
+def test_record_that_is_not_an_object(media, tmp_path):
+    manifest = media / "wrapped.json"
+    manifest.write_text(json.dumps({"data": [records()[0], 7]}))
+    with pytest.raises(XllmError, match=r"wrapped.json: record 2 is not a JSON object"):
+        prepare_manifest(manifest, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_reports_bad_json_in_one_line(media, tmp_path):
     manifest = media / "broken.jsonl"
     manifest.write_text('{"speech": "wav/a0.wav", "text": "x"}\n{"speech": \n')

@@ -181,6 +181,12 @@ def test_rerun_reuses_and_is_deterministic(corpus, tmp_path):
     report = prepare_mini(data, MiniOptions(scale=float(SCALE), jobs=1), progress=False)
     assert report.made == 0 and report.reused > 0  # nothing synthesized again
     assert {p.name: p.read_text() for p in (data / "train").iterdir()} == before
+    # as after a kill: missing files (and only those) are made again
+    lost = sorted((data / "audio" / "dev").glob("*.wav"))[:2]
+    for wav in lost:
+        wav.unlink()
+    report = prepare_mini(data, MiniOptions(scale=float(SCALE), jobs=1), progress=False)
+    assert report.made == 2 and all(wav.is_file() for wav in lost)
     # same seed elsewhere: same texts and lists (paths aside); another seed: different
     other = tmp_path / "again"
     prepare_mini(other, MiniOptions(scale=0.01, jobs=1, seed=0), progress=False)
@@ -214,3 +220,14 @@ def test_bad_scale(tmp_path):
 
     with pytest.raises(XllmError, match="scale"):
         prepare_mini(tmp_path / "d", MiniOptions(scale=0))
+
+
+def test_missing_espeak_binary_message(monkeypatch):
+    from xllm_cli.corpora import mini_tts
+    from xllm_cli.errors import XllmError
+
+    monkeypatch.setattr(mini_tts, "_ENGINE", None)
+    monkeypatch.setattr(mini_tts.shutil, "which", lambda name: None)
+    with pytest.raises(XllmError, match="espeak-ng not found") as e:
+        mini_tts.get_engine("binary")
+    assert "apt-get install espeak-ng" in str(e.value) and "\n" not in str(e.value)

@@ -63,9 +63,31 @@ def test_score_rejects_bad_unit(tmp_path):
     assert res.exit_code != 0 and "--unit" in str(res.exception)
 
 
+def test_score_out_that_is_a_file_fails_before_printing(tmp_path):
+    ref = _write(tmp_path / "ref", {"a-1": "x"})
+    res = runner.invoke(app, ["score", str(ref), str(ref), "--out", str(ref)])
+    assert res.exit_code != 0 and "exists and is not a directory" in str(res.exception)
+    assert "%CER" not in res.stdout and ref.read_text() == "a-1 x\n"
+
+
+def test_score_utt2spk_line_without_speaker_names_the_line(tmp_path):
+    ref = _write(tmp_path / "ref", {"a-1": "x", "a-2": "y"})
+    (tmp_path / "utt2spk").write_text("a-1 a\na-2\n")
+    res = runner.invoke(app, ["score", str(ref), str(ref), "--utt2spk", str(tmp_path / "utt2spk")])
+    assert res.exit_code != 0 and str(res.exception) == f"{tmp_path / 'utt2spk'}:2: key 'a-2' has no value"
+
+
+def test_score_empty_reference_file(tmp_path):
+    (tmp_path / "ref").write_text("")
+    res = runner.invoke(app, ["score", str(tmp_path / "ref"), str(tmp_path / "ref")])
+    assert res.exit_code != 0 and str(res.exception) == f"{tmp_path / 'ref'}: no utterances"
+
+
 def test_help_ends_with_example():
-    res = runner.invoke(app, ["score", "--help"])
-    assert res.exit_code == 0 and "Example: xllm score" in res.stdout
+    for command in (["score"], ["results"], ["export", "ct2"], ["export", "whisper"]):
+        res = runner.invoke(app, [*command, "--help"])
+        after_options = " ".join(res.stdout.rsplit("╯", 1)[-1].split())  # the example may wrap
+        assert res.exit_code == 0 and after_options.startswith(f"Example: xllm {' '.join(command)} "), res.stdout
 
 
 @pytest.mark.skipif(find_sclite() is None, reason="sclite (SCTK) not installed")

@@ -207,3 +207,14 @@ def test_tiny_model_transcribes_audio_and_video_with_image(islands_wav, tmp_path
         doc = json.loads((tmp_path / "out" / name).read_text(encoding="utf-8"))
         assert [round(s["start"]) for s in doc["segments"]] == [1, 5, 9]
         assert all(isinstance(s["text"], str) for s in doc["segments"])
+
+
+def test_several_files_print_text_with_headers_but_need_out_for_srt(islands_wav, tmp_path):
+    from xllm_cli.errors import XllmError
+
+    other = tmp_path / "other.wav"
+    sf.write(other, np.concatenate([silence(0.5), voiced(1.0), silence(0.5)]), SR)
+    _, text, _ = run([islands_wav, other], "text")
+    assert text.splitlines()[0] == f"==> {islands_wav} <==" and f"==> {other} <==" in text.splitlines()
+    with pytest.raises(XllmError, match="--out"):
+        run([islands_wav, other], "srt")

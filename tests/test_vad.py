@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from xllm_cli.data.vad import SpeechChunk, VadChunker, VadOptions, iter_speech_chunks, split_speech
+from xllm_cli.data.vad import VadChunker, VadOptions, iter_speech_chunks, split_speech
 from xllm_cli.errors import XllmError
 
 SR = 16000

@@ -12,8 +12,12 @@ import sys
 import traceback
 from typing import Optional
 
-import click
 import typer
+
+try:  # Typer >= 0.24 ships its own copy of click; older ones use click itself.
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click import ClickException
 
 from . import __version__
 from .errors import XllmError
@@ -90,11 +94,11 @@ def run(argv: list[str] | None = None) -> None:
         _state["debug"] = True
     try:
         app(args=args, prog_name="xllm", standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         _fail("aborted", 130)
-    except click.ClickException as e:
+    except ClickException as e:  # usage errors: click's own message, exit code 2
         e.show()
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

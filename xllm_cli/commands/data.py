@@ -5,7 +5,6 @@ Results (``OK`` lines, ``info``) go to stdout; problems and notes to stderr.
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -14,13 +13,14 @@ from typing import List, Optional
 import typer
 
 from ..errors import XllmError
+from ._help import example_last
 
 data_app = typer.Typer(
     help=(
         "Inspect and transform Kaldi-style data directories (wav.scp, text, utt2spk, spk2utt, "
-        "segments, utt2dur, image.scp, video.scp, prompt).\n\n"
-        "Example: xllm data validate data/train --check-audio"
+        "segments, utt2dur, image.scp, video.scp, prompt)."
     ),
+    epilog="Example: xllm data validate data/train --check-audio",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -28,6 +28,11 @@ data_app = typer.Typer(
 
 def _err(line: str) -> None:
     print(line, file=sys.stderr)
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        _err(f"warning: {w}")
 
 
 @data_app.command("validate")
@@ -152,8 +157,7 @@ def subset_cmd(
     from ..data.datadir import subset_datadir
 
     sub, warnings = subset_datadir(directory, out, first=first, last=last, utt_list=utt_list, spk_list=spk_list)
-    for w in warnings:
-        _err(f"warning: {w}")
+    _warn(warnings)
     print(f"{out}: {len(sub)} utterances")
 
 
@@ -172,8 +176,7 @@ def combine_cmd(
     from ..data.datadir import combine_datadirs
 
     combined, warnings = combine_datadirs(out, directories)
-    for w in warnings:
-        _err(f"warning: {w}")
+    _warn(warnings)
     print(f"{out}: {len(combined)} utterances from {len(directories)} directories")
 
 
@@ -218,15 +221,7 @@ def info_cmd(
     Console().print(table)
 
 
-def _reflow(doc: str) -> str:
-    """One line per paragraph: Typer's rich help keeps the docstring's line breaks otherwise."""
-    paragraphs = inspect.cleandoc(doc).split("\n\n")
-    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
-
-
-for _command in data_app.registered_commands:
-    if _command.help is None and _command.callback is not None and _command.callback.__doc__:
-        _command.help = _reflow(_command.callback.__doc__)
+example_last(data_app)
 
 
 def register(app: typer.Typer) -> None:

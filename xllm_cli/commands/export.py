@@ -9,14 +9,15 @@ from typing import Optional
 import typer
 
 from ..errors import XllmError
+from ._help import example_last
 
 export_app = typer.Typer(
     help=(
         "Convert models to CTranslate2 for fast CPU/GPU inference: the experiment's frozen LLM "
         "(n-best rescoring with `xllm decode --rescore ct2`) or a Whisper model (baseline with "
-        "`xllm decode --whisper DIR`).\n\n"
-        "Example: xllm export ct2 exp/tiny --quantization int8"
+        "`xllm decode --whisper DIR`)."
     ),
+    epilog="Example: xllm export ct2 exp/tiny --quantization int8",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -96,4 +97,5 @@ def export_whisper_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    example_last(export_app)
     app.add_typer(export_app, name="export")

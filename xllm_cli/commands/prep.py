@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
+
+from ._help import example_last
 
 prep_app = typer.Typer(
     help=(
         "Prepare a corpus into Kaldi-style data directories (wav.scp, text, utt2spk, spk2utt, utt2dur), "
-        "ready for `xllm data validate` and training.\n\n"
-        "Example: xllm prep aishell /data/aishell data"
+        "ready for `xllm data validate` and training."
     ),
+    epilog="Example: xllm prep aishell /data/aishell data",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -34,6 +36,7 @@ for _name in ("prep_mini", "prep_manifest"):
 
 
 def register(app: typer.Typer) -> None:
+    example_last(prep_app)  # after every module above and below has added its commands
     app.add_typer(prep_app, name="prep")
 
 
@@ -43,14 +46,20 @@ JOBS_HELP = (
 )
 
 
-def _start(data: Path, log_name: str, corpus: Path, what: str) -> None:
-    """Check the input folder first (so a typo writes nothing), then log to DATA/<log_name>."""
+def _run_prep(data: Path, log_name: str, corpus: Path, what: str, prepare: Callable[[], object]) -> None:
+    """Check the input folder first (so a typo writes nothing), log to DATA/<log_name>,
+    run ``prepare()`` and print what it wrote."""
+    import time
+
     from ..console import log, setup_logging
     from ..errors import require_dir
 
     require_dir(corpus, what)
     setup_logging(data / log_name)
     log.info(f"log file: {data / log_name}")
+    start = time.perf_counter()
+    report = prepare()
+    _summary(report, data, time.perf_counter() - start)
 
 
 def _summary(report, data: Path, seconds: float) -> None:
@@ -83,14 +92,10 @@ def aishell(
 
     Example: xllm prep aishell /data/aishell data
     """
-    import time
-
     from ..corpora.aishell import prepare_aishell
 
-    _start(data, "prep_aishell.log", corpus, "corpus folder")
-    start = time.perf_counter()
-    report = prepare_aishell(corpus, data, extract=extract, jobs=jobs)
-    _summary(report, data, time.perf_counter() - start)
+    _run_prep(data, "prep_aishell.log", corpus, "corpus folder",
+              lambda: prepare_aishell(corpus, data, extract=extract, jobs=jobs))
 
 
 @prep_app.command("aishell2")
@@ -108,14 +113,10 @@ def aishell2(
 
     Example: xllm prep aishell2 /data/AISHELL-2 data
     """
-    import time
-
     from ..corpora.aishell2 import prepare_aishell2
 
-    _start(data, "prep_aishell2.log", corpus, "corpus folder")
-    start = time.perf_counter()
-    report = prepare_aishell2(corpus, data, eval_dir=eval_dir, jobs=jobs)
-    _summary(report, data, time.perf_counter() - start)
+    _run_prep(data, "prep_aishell2.log", corpus, "corpus folder",
+              lambda: prepare_aishell2(corpus, data, eval_dir=eval_dir, jobs=jobs))
 
 
 @prep_app.command("dir")
@@ -133,11 +134,7 @@ def own_dir(
 
     Example: xllm prep dir ~/recordings data/mine --ext wav,flac
     """
-    import time
-
     from ..corpora.generic import prepare_dir
 
-    _start(data, "prep_dir.log", audio_dir, "audio folder")
-    start = time.perf_counter()
-    report = prepare_dir(audio_dir, data, tsv=tsv, extensions=ext, jobs=jobs)
-    _summary(report, data, time.perf_counter() - start)
+    _run_prep(data, "prep_dir.log", audio_dir, "audio folder",
+              lambda: prepare_dir(audio_dir, data, tsv=tsv, extensions=ext, jobs=jobs))

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from ._help import help_options
+
 
 def results_cmd(
     exp_root: Path = typer.Argument(..., help="Directory searched recursively for result.txt files (e.g. exp)."),
@@ -37,4 +39,4 @@ def results_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("results")(results_cmd)
+    app.command("results", **help_options(results_cmd))(results_cmd)

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import XllmError
+from ._help import help_options
 
 
 def score_cmd(
@@ -48,21 +49,26 @@ def score_cmd(
 
     Example: xllm score data/test/text exp/tiny/decode_test/hyp --unit char --out exp/tiny/decode_test
     """
+    from ..data.tables import read_table
     from ..scoring import NormalizeOptions, UNITS, read_text, result_lines, score_texts, write_decode_dir
 
     if unit not in UNITS:
         raise XllmError(f"--unit must be one of {', '.join(UNITS)}, not '{unit}'")
+    if out is not None and out.exists() and not out.is_dir():
+        raise XllmError(f"{out}: exists and is not a directory; give --out a directory")
     refs, hyps = read_text(ref), read_text(hyp)
     if not refs:
         raise XllmError(f"{ref}: no utterances")
-    spk_map = read_text(utt2spk) if utt2spk is not None else None
+    spk_map = read_table(utt2spk) if utt2spk is not None else None  # every utterance needs a speaker
     opts = NormalizeOptions(remove_punct=remove_punct, nfkc=nfkc, lower=lower, remove_spaces=not keep_spaces)
     result = score_texts(refs, hyps, unit=unit, normalize=opts, utt2spk=spk_map)
-    label = str(out) if out is not None else ""
-    for line in result_lines(result, label):
+    if out is not None:  # written before anything is printed: a failed write prints no result
+        try:
+            write_decode_dir(out, result)
+        except OSError as e:  # e.g. a parent of --out is a file, or no permission
+            raise XllmError(f"{out}: cannot write the decode directory ({e.strerror or e})") from None
+    for line in result_lines(result, str(out) if out is not None else ""):
         print(line)
-    if out is not None:
-        write_decode_dir(out, result)
     if per_spk:
         _print_speakers(result)
     if sclite:
@@ -101,4 +107,4 @@ def _run_sclite(result, out: Optional[Path]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("score")(score_cmd)
+    app.command("score", **help_options(score_cmd))(score_cmd)

@@ -9,7 +9,7 @@ import typer
 
 
 def transcribe(
-    files: List[Path] = typer.Argument(..., metavar="FILE...", help="Audio or video files (anything ffmpeg reads)."),
+    files: List[Path] = typer.Argument(..., metavar="FILE", help="Audio or video files (anything ffmpeg reads)."),
     exp: Path = typer.Option(..., "--exp", help="Experiment directory whose model transcribes."),
     image: Optional[Path] = typer.Option(None, "--image", help="An image giving context (for a model with an image interface)."),
     fmt: str = typer.Option("text", "--format", help="text (a line per chunk), srt, vtt or json (segments with times)."),
@@ -23,10 +23,11 @@ def transcribe(
 ) -> None:
     """Transcribe FILE... with the model of EXP.
 
-    Long recordings are streamed through webrtcvad and cut into speech chunks of at
-    most --max-chunk seconds (short neighbours merged, long speech split at its
-    quietest point), decoded --batch-size at a time; memory does not grow with the
-    file's length. Timestamps are the chunks' start and end.
+    Long recordings are streamed through webrtcvad and cut into speech
+    chunks of at most --max-chunk seconds (short neighbours merged, long
+    speech split at its quietest point), decoded --batch-size at a time;
+    memory does not grow with the file's length. Timestamps are the
+    chunks' start and end.
 
     Example: xllm transcribe --exp exp/mini talk.mp4 --format srt --out subs/
     """

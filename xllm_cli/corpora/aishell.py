@@ -42,9 +42,10 @@ import shutil
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ..console import log, progress_bar
+from ..data.tables import decode_line
 from ..errors import XllmError, at
 from .archive import is_extracted, safe_extract
 
@@ -110,26 +111,30 @@ def read_aishell_transcript(path: str | Path, remove_spaces: bool = True) -> dic
     return parse_transcript(path, path.read_bytes(), remove_spaces=remove_spaces)
 
 
-def parse_transcript(path: Path, data: bytes, remove_spaces: bool) -> dict[str, str]:
-    """Parse ``<id> <text>`` lines (space or tab separated); blank lines are ignored."""
-    texts: dict[str, str] = {}
+def iter_id_lines(path: Path, data: bytes) -> Iterator[tuple[int, str, str]]:
+    """``(line number, utterance id, rest of the line)`` of a corpus list (``<id> <value>``,
+    space or tab separated); blank lines skipped, a byte-order mark dropped, a repeated
+    id or bad UTF-8 a one-line error naming the line."""
     first_line: dict[str, int] = {}
     for number, raw in enumerate(data.split(b"\n"), start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise at(path, number, f"not valid UTF-8 (byte {e.start})") from None
-        parts = line.split(maxsplit=1)
+        parts = decode_line(path, number, raw).split(maxsplit=1)
         if not parts:
             continue
         utt = parts[0].lstrip("\ufeff")
-        text = clean_text(parts[1], remove_spaces) if len(parts) > 1 else ""
+        if utt in first_line:
+            raise at(path, number, f"duplicate utterance id '{utt}' (first on line {first_line[utt]})")
+        first_line[utt] = number
+        yield number, utt, parts[1] if len(parts) > 1 else ""
+
+
+def parse_transcript(path: Path, data: bytes, remove_spaces: bool) -> dict[str, str]:
+    """Parse ``<id> <text>`` lines (space or tab separated); blank lines are ignored."""
+    texts: dict[str, str] = {}
+    for number, utt, rest in iter_id_lines(path, data):
+        text = clean_text(rest, remove_spaces)
         if not text:
             raise at(path, number, f"utterance '{utt}' has no text")
-        if utt in texts:
-            raise at(path, number, f"duplicate utterance id '{utt}' (first on line {first_line[utt]})")
         texts[utt] = text
-        first_line[utt] = number
     return texts
 
 

@@ -36,6 +36,7 @@ from ..errors import XllmError, at
 from .aishell import (
     PrepReport,
     audio_durations,
+    iter_id_lines,
     parse_transcript,
     report_orphans,
     set_stats,
@@ -50,33 +51,30 @@ CHANNELS = ("ios", "android", "mic")
 EVAL_SETS = ("dev", "test")
 
 
-def child(folder: Path, name: str) -> Path | None:
-    """The sub-folder of ``folder`` called ``name``, compared case-insensitively."""
+def _find_entry(folder: Path, name: str, want_dir: bool) -> Path | None:
+    """The folder (``want_dir``) or file in ``folder`` called ``name``, compared
+    case-insensitively: releases spell ``iOS`` as ``IOS`` and ``Mic`` as ``MIC``."""
     exact = folder / name
-    if exact.is_dir():
+    if exact.is_dir() if want_dir else exact.is_file():
         return exact
     try:
         with os.scandir(folder) as it:
             for entry in it:
-                if entry.name.lower() == name.lower() and entry.is_dir():
+                if entry.name.lower() == name.lower() and (entry.is_dir() if want_dir else entry.is_file()):
                     return Path(entry.path)
-    except OSError:
+    except OSError:  # not a folder, or unreadable: nothing found there
         return None
     return None
+
+
+def child(folder: Path, name: str) -> Path | None:
+    """The sub-folder of ``folder`` called ``name``, compared case-insensitively."""
+    return _find_entry(folder, name, want_dir=True)
 
 
 def child_file(folder: Path, name: str) -> Path | None:
-    exact = folder / name
-    if exact.is_file():
-        return exact
-    try:
-        with os.scandir(folder) as it:
-            for entry in it:
-                if entry.name.lower() == name.lower() and entry.is_file():
-                    return Path(entry.path)
-    except OSError:
-        return None
-    return None
+    """The file of ``folder`` called ``name``, compared case-insensitively."""
+    return _find_entry(folder, name, want_dir=False)
 
 
 def find_ios_root(corpus: Path) -> Path | None:
@@ -126,23 +124,11 @@ def read_wav_scp(path: Path) -> dict[str, str]:
     """``utt -> absolute path``; relative paths are relative to the wav.scp's folder."""
     base = os.path.abspath(path.parent)
     out: dict[str, str] = {}
-    first: dict[str, int] = {}
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise at(path, number, f"not valid UTF-8 (byte {e.start})") from None
-        parts = line.split(maxsplit=1)
-        if not parts:
-            continue
-        utt = parts[0].lstrip("\ufeff")
-        if len(parts) < 2 or not parts[1].strip():
+    for number, utt, rest in iter_id_lines(path, path.read_bytes()):
+        value = rest.strip()
+        if not value:
             raise at(path, number, f"utterance '{utt}' has no audio path")
-        if utt in out:
-            raise at(path, number, f"duplicate utterance id '{utt}' (first on line {first[utt]})")
-        value = parts[1].strip()
         out[utt] = value if os.path.isabs(value) else os.path.normpath(os.path.join(base, value))
-        first[utt] = number
     return out
 
 
@@ -198,13 +184,54 @@ def _maybe_duration(path: str) -> float | None:
     return wav_duration(path)
 
 
+def _set_folders(ios_root: Path | None, eval_root: Path | None) -> list[tuple[str, Path]]:
+    """``(output set name, set folder)`` of the training corpus and the evaluation package."""
+    sources: list[tuple[str, Path]] = []
+    if ios_root is not None:
+        for folder_name, out_name in TRAIN_SETS.items():
+            folder = _set_folder(ios_root, folder_name)
+            if folder is not None:
+                sources.append((out_name, folder))
+    if eval_root is not None:
+        for channel in CHANNELS:
+            channel_dir = child(eval_root, channel)
+            if channel_dir is None:
+                continue
+            for eval_set in EVAL_SETS:
+                folder = _set_folder(channel_dir, eval_set)
+                if folder is not None:
+                    sources.append((f"{eval_set}_{channel}", folder))
+    return sources
+
+
+def _set_utterances(name: str, wavs: dict[str, str], texts: dict[str, str], report: PrepReport, jobs: int) -> list:
+    """The utterances of one set that have both audio and text; the others are logged and
+    added to ``report``."""
+    from ..data.datadir import Utterance
+
+    with_text = [u for u in wavs if u in texts]
+    no_text = [wavs[u] for u in wavs if u not in texts]
+    durations = audio_durations([wavs[u] for u in with_text], _maybe_duration, jobs=jobs)
+    missing = [wavs[u] for u, d in zip(with_text, durations) if d is None]
+    no_audio = sorted([u for u in texts if u not in wavs] + [os.path.basename(p)[:-4] for p in missing])
+    report_orphans(f"{name}: audio entries without a transcript", no_text,
+                   f"{name}: transcript lines without audio", no_audio)
+    if missing:
+        log.warning(f"{name}: {len(missing):,} wav.scp entries name files that do not exist (e.g. {missing[0]})")
+    report.no_transcript.extend(no_text)
+    report.no_audio.extend(no_audio)
+    return [
+        Utterance(utt_id=u, spk=speaker_of(u), recording=u, path=wavs[u], text=texts[u], duration=d)
+        for u, d in zip(with_text, durations)
+        if d is not None
+    ]
+
+
 def prepare_aishell2(
     corpus: str | Path, data: str | Path, eval_dir: str | Path | None = None, jobs: int = 1
 ) -> PrepReport:
     """Prepare AISHELL-2 into ``data/{train,dev,test}`` and, when the evaluation
     package is present, ``data/{dev,test}_{ios,android,mic}``."""
-    from ..data.datadir import Utterance
-
     corpus = Path(corpus)
     if not corpus.is_dir():
         raise XllmError(f"{corpus}: corpus folder not found")
@@ -221,46 +248,17 @@ def prepare_aishell2(
             "or an evaluation folder {iOS,Android,Mic}/{dev,test})"
         )
 
-    # Every set folder and its two lists, read (and checked) before anything is written.
-    sources: list[tuple[str, Path]] = []
-    if ios_root is not None:
-        for folder_name, out_name in TRAIN_SETS.items():
-            folder = _set_folder(ios_root, folder_name)
-            if folder is not None:
-                sources.append((out_name, folder))
-    if eval_root is not None:
-        for channel in CHANNELS:
-            channel_dir = child(eval_root, channel)
-            if channel_dir is None:
-                continue
-            for s in EVAL_SETS:
-                folder = _set_folder(channel_dir, s)
-                if folder is not None:
-                    sources.append((f"{s}_{channel}", folder))
+    sources = _set_folders(ios_root, eval_root)
     if not sources:
         raise XllmError(f"{corpus}: found no set folder (data/, dev/, test/) with wav.scp and trans.txt")
+    # Every set's two lists are read (and checked) before anything is written.
     read = [(name, folder, *_read_set(folder)) for name, folder in sources]
 
     report = PrepReport()
     sets: dict[str, list] = {}
     for name, folder, wavs, texts in read:
         log.info(f"{folder}: {len(wavs):,} audio entries, {len(texts):,} transcript lines -> {Path(data) / name}")
-        with_text = [u for u in wavs if u in texts]
-        no_text = [wavs[u] for u in wavs if u not in texts]
-        durations = audio_durations([wavs[u] for u in with_text], _maybe_duration, jobs=jobs)
-        missing = [wavs[u] for u, d in zip(with_text, durations) if d is None]
-        no_audio = sorted([u for u in texts if u not in wavs] + [os.path.basename(p)[:-4] for p in missing])
-        report_orphans(f"{name}: audio entries without a transcript", no_text,
-                       f"{name}: transcript lines without audio", no_audio)
-        if missing:
-            log.warning(f"{name}: {len(missing):,} wav.scp entries name files that do not exist (e.g. {missing[0]})")
-        report.no_transcript.extend(no_text)
-        report.no_audio.extend(no_audio)
-        sets[name] = [
-            Utterance(utt_id=u, spk=speaker_of(u), recording=u, path=wavs[u], text=texts[u], duration=d)
-            for u, d in zip(with_text, durations)
-            if d is not None
-        ]
+        sets[name] = _set_utterances(name, wavs, texts, report, jobs)
         if not sets[name]:
             log.warning(f"{folder}: no utterance has both audio and text; {Path(data) / name} is not written")
     write_sets(data, sets)

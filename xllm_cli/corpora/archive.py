@@ -139,7 +139,7 @@ def safe_extract(archive: str | Path, dest: str | Path, resume: bool = True) -> 
         except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
             if isinstance(e, OSError) and not _is_archive_error(e):
                 raise XllmError(f"{archive}: cannot extract into {dest}: {e.strerror or e}") from None
-            raise XllmError(f"{archive}: corrupt or truncated archive ({type(e).__name__}: {e})") from None
+            raise XllmError(f"{archive}: corrupt or truncated archive ({_one_line_reason(e)})") from None
         _check_links(archive, staging, root)
         with os.scandir(staging) as it:
             entries = [Path(e.path) for e in it]
@@ -163,6 +163,13 @@ def _check_links(archive: Path, staging: Path, root: str) -> None:
             if os.path.islink(path) and not _inside(os.path.realpath(path), root):
                 rel = os.path.relpath(path, staging)
                 raise XllmError(f"{archive}: member '{rel}': symlink to '{os.readlink(path)}' points outside; refusing to extract")
+
+
+def _one_line_reason(e: BaseException) -> str:
+    """tarfile's "could not be opened" error lists every compression it tried, a line each."""
+    if isinstance(e, tarfile.ReadError) and "could not be opened" in str(e):
+        return "not a tar, tar.gz, tar.bz2 or tar.xz file"
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
 
 
 def _is_archive_error(e: OSError) -> bool:

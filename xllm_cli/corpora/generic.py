@@ -16,8 +16,8 @@ as Kaldi requires; files directly in ``AUDIO_DIR`` are their own speaker. Two
 files that map to the same id are an error naming both.
 
 Text is kept as written (case, punctuation), whitespace runs collapsed.
-Durations come from :func:`xllm_cli.data.audio.audio_duration` when that module
-is available, else from soundfile.
+Durations come from :func:`xllm_cli.data.audio.audio_duration` (any format ffmpeg
+reads).
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..console import log
+from ..data.tables import decode_line, split_lines
 from ..errors import XllmError, at, require_dir, require_file
-from .aishell import PrepReport, audio_durations, clean_text, report_orphans, set_stats, soundfile_duration
+from .aishell import PrepReport, audio_durations, clean_text, report_orphans, set_stats
 
 DEFAULT_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "wma", "webm", "mp4", "mkv")
 _UNSAFE = re.compile(r"[^\w.\-]+")
@@ -93,11 +94,8 @@ def read_tsv(tsv: Path, audio_dir: Path) -> list[tuple[str, str, int]]:
     base = os.path.abspath(audio_dir)
     rows: list[tuple[str, str, int]] = []
     first: dict[str, int] = {}
-    for number, raw in enumerate(tsv.read_bytes().split(b"\n"), start=1):
-        try:
-            line = raw.decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError as e:
-            raise at(tsv, number, f"not valid UTF-8 (byte {e.start})") from None
+    for number, raw in enumerate(split_lines(tsv.read_bytes()), start=1):
+        line = decode_line(tsv, number, raw)
         if number == 1:
             line = line.lstrip("\ufeff")
         if not line.strip():
@@ -123,26 +121,6 @@ def read_tsv(tsv: Path, audio_dir: Path) -> list[tuple[str, str, int]]:
     return rows
 
 
-def duration_function() -> Callable[[str], float]:
-    """The shared audio_duration when present (ffmpeg-backed formats), else soundfile."""
-    try:
-        from ..data.audio import audio_duration
-    except ModuleNotFoundError as e:
-        if e.name != "xllm_cli.data.audio":
-            raise
-        return soundfile_duration
-
-    def duration(path: str) -> float:
-        try:
-            return float(audio_duration(path))
-        except XllmError:
-            raise
-        except Exception as e:  # a decoder's own exception: still one line naming the file
-            raise XllmError(f"{path}: cannot read audio ({type(e).__name__}: {e})") from None
-
-    return duration
-
-
 def prepare_dir(
     audio_dir: str | Path,
     data: str | Path,
@@ -152,6 +130,7 @@ def prepare_dir(
 ) -> PrepReport:
     """Prepare ``audio_dir`` (with ``.txt`` transcripts or a TSV) into the data directory ``data``."""
     from ..data.datadir import Utterance, write_datadir
+    from ..data.validate import audio_seconds
 
     audio_dir = require_dir(audio_dir, "audio folder")
     report = PrepReport()
@@ -187,7 +166,7 @@ def prepare_dir(
             raise XllmError(f"{where}: '{path}' gets the utterance id '{utt}', as does '{seen[utt]}'; rename one of them")
         seen[utt] = path
         ids.append((utt, spk))
-    durations = audio_durations([p for p, _, _ in rows], duration_function(), jobs=jobs)
+    durations = audio_durations([p for p, _, _ in rows], audio_seconds, jobs=jobs)
     utts = [
         Utterance(utt_id=utt, spk=spk, recording=utt, path=path, text=text, duration=duration)
         for (path, text, _), (utt, spk), duration in zip(rows, ids, durations)

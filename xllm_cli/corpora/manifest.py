@@ -73,10 +73,7 @@ def read_manifest(path: str | Path) -> Iterator[ManifestRecord]:
             records = json.loads(text)
         except json.JSONDecodeError as e:
             raise at(path, e.lineno, f"invalid JSON: {e.msg}") from None
-        for index, obj in enumerate(records):
-            if not isinstance(obj, dict):
-                raise at(path, None, f"record {index} is not an object")
-            yield ManifestRecord(index + 1, _normalise_keys(obj))
+        yield from _json_records(path, records)
         return
     if stripped.startswith("{") and not _looks_like_jsonl(text):
         try:
@@ -86,8 +83,7 @@ def read_manifest(path: str | Path) -> Iterator[ManifestRecord]:
         records = next((document[k] for k in ("data", "annotations", "utterances") if k in document), None)
         if not isinstance(records, list):
             raise at(path, None, "JSON object without a 'data', 'annotations' or 'utterances' list")
-        for index, obj in enumerate(records):
-            yield ManifestRecord(index + 1, _normalise_keys(obj))
+        yield from _json_records(path, records)
         return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -98,6 +94,14 @@ def read_manifest(path: str | Path) -> Iterator[ManifestRecord]:
             raise at(path, number, f"invalid JSON: {e.msg}") from None
         if not isinstance(obj, dict):
             raise at(path, number, "record is not a JSON object")
+        yield ManifestRecord(number, _normalise_keys(obj))
+
+
+def _json_records(path: Path, records: list) -> Iterator[ManifestRecord]:
+    """Records of a JSON list, numbered from 1 (JSON gives no line numbers)."""
+    for number, obj in enumerate(records, start=1):
+        if not isinstance(obj, dict):
+            raise at(path, None, f"record {number} is not a JSON object")
         yield ManifestRecord(number, _normalise_keys(obj))
 
 

@@ -400,18 +400,7 @@ def build_dataloader(
             seed=seed,
         ),
     )
-    sampler = DynamicBatchSampler(
-        dataset.lengths,
-        max_batch_seconds=float(opts.max_batch_seconds),
-        max_batch_size=int(opts.max_batch_size) or None,
-        shuffle=train and opts.shuffle,
-        seed=seed,
-        epoch=epoch,
-        pool_size=int(opts.pool_size),
-        rank=rank,
-        world_size=world_size,
-        start_batch=start_batch,
-    )
+    sampler = _sampler(dataset.lengths, float(opts.max_batch_seconds), opts, train, seed, epoch, rank, world_size, start_batch)
     return BatchLoader(dataset, sampler, collate, opts.num_workers, opts.prefetch_factor, opts.pin_memory)
 
 
@@ -433,9 +422,17 @@ def build_text_dataloader(
 
     opts = LoaderOptions.from_cfg(cfg)
     dataset = TextDataset(sources)
-    sampler = DynamicBatchSampler(
-        dataset.lengths(),
-        max_batch_seconds=float(opts.max_batch_chars),
+    # Characters stand in for seconds: the sampler only sums lengths.
+    sampler = _sampler(dataset.lengths(), float(opts.max_batch_chars), opts, train, seed, epoch, rank, world_size, start_batch)
+    return BatchLoader(dataset, sampler, collate, opts.num_workers, opts.prefetch_factor, opts.pin_memory)
+
+
+def _sampler(lengths, max_total: float, opts: LoaderOptions, train: bool, seed: int, epoch: int,
+             rank: int, world_size: int, start_batch: int) -> DynamicBatchSampler:
+    """The dynamic batch sampler both loaders use: at most ``max_total`` length units a batch."""
+    return DynamicBatchSampler(
+        lengths,
+        max_batch_seconds=max_total,
         max_batch_size=int(opts.max_batch_size) or None,
         shuffle=train and opts.shuffle,
         seed=seed,
@@ -445,4 +442,3 @@ def build_text_dataloader(
         world_size=world_size,
         start_batch=start_batch,
     )
-    return BatchLoader(dataset, sampler, collate, opts.num_workers, opts.prefetch_factor, opts.pin_memory)

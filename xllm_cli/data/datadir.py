@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..errors import XllmError, at, require_dir, require_file
 from ..fsutil import atomic_write
-from .tables import c_sort_key, read_lines
+from .tables import c_sort_key, decode_line, duplicate_key, parse_table_line, read_lines, split_lines, write_table
 
 # Every file this module reads and writes. spk2utt is derived from utt2spk;
 # reco2dur (recording durations) is written when known because lhotse's Kaldi
@@ -49,6 +49,7 @@ VIDEO_SCP = "video.scp"
 PROMPT = "prompt"
 KNOWN_FILES = (WAV_SCP, TEXT, UTT2SPK, SPK2UTT, SEGMENTS, UTT2DUR, RECO2DUR, IMAGE_SCP, VIDEO_SCP, PROMPT)
 BACKUP_DIR = ".backup"
+MISSING_CORE_FILE = "file not found (a data directory needs wav.scp and utt2spk)"
 
 _ARK_SPEC = re.compile(r"^(ark|scp)(,[a-z]+)*:")
 _ARK_OFFSET = re.compile(r"\S:\d+(\[[^\]]*\])?$")
@@ -125,7 +126,9 @@ class _Reader:
         self.unsorted: dict[str, int] = {}  # file -> first out-of-order line
 
     def problem(self, path: Path, line: int | None, message: str) -> None:
-        error = at(path, line, message)
+        self.report(at(path, line, message))
+
+    def report(self, error: XllmError) -> None:
         if not self.lenient:
             raise error
         self.problems.append(str(error))
@@ -134,34 +137,18 @@ class _Reader:
         table: dict[str, str] = {}
         lines: dict[str, int] = {}
         previous: bytes | None = None
-        data = path.read_bytes()
-        raw_lines = data.split(b"\n")
-        if raw_lines and raw_lines[-1] == b"":
-            raw_lines.pop()
-        for number, raw in enumerate(raw_lines, start=1):
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
+        for number, raw in enumerate(split_lines(path.read_bytes()), start=1):
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                self.problem(path, number, f"not valid UTF-8 (byte {e.start})")
-                continue
-            parts = line.strip().split(maxsplit=1)
-            if not parts:
-                self.problem(path, number, "blank line")
-                continue
-            key = parts[0]
-            value = parts[1].strip() if len(parts) > 1 else ""
-            if not value and not allow_empty:
-                self.problem(path, number, f"key '{key}' has no value")
-                continue
-            if key in table:
-                self.problem(path, number, f"duplicate key '{key}' (first on line {lines[key]})")
+                key, value = parse_table_line(path, number, decode_line(path, number, raw), allow_empty)
+                if key in table:
+                    raise duplicate_key(path, number, key, lines[key])
+            except XllmError as e:  # strict: raised again; lenient: noted, line skipped
+                self.report(e)
                 continue
             sort_key = c_sort_key(key)
             if previous is not None and sort_key < previous and path.name not in self.unsorted:
                 self.unsorted[path.name] = number
-            previous = sort_key if previous is None or sort_key > previous else previous
+            previous = sort_key if previous is None else max(previous, sort_key)
             table[key] = value
             lines[key] = number
         return table, lines
@@ -216,25 +203,28 @@ class DataDir:
             dd.lines[name] = lines
             return table
 
+        def read_parsed(name: str, parse, rejected: dict[str, str] | None = None) -> dict | None:
+            """Read ``name`` and convert each value with ``parse(key, value) -> (value, problem)``;
+            a line with a problem is reported and left out (kept in ``rejected`` when given)."""
+            table = read(name)
+            if table is None:
+                return None
+            parsed_table = {}
+            for key, value in table.items():
+                parsed, problem = parse(key, value)
+                if problem is None:
+                    parsed_table[key] = parsed
+                    continue
+                reader.problem(root / name, dd.lines[name][key], problem)
+                if rejected is not None:
+                    rejected[key] = value
+            return parsed_table
+
         for name in (WAV_SCP, UTT2SPK):
             if not (root / name).is_file():
-                reader.problem(root / name, None, "file not found (a data directory needs wav.scp and utt2spk)")
-        wav = read(WAV_SCP) or {}
-        for rec, value in list(wav.items()):
-            problem = wav_value_problem(value)
-            if problem:
-                reader.problem(root / WAV_SCP, dd.lines[WAV_SCP][rec], f"recording '{rec}': {problem}")
-                dd.rejected_wav[rec] = value
-                del wav[rec]
-        dd.wav = wav
-        utt2spk = read(UTT2SPK) or {}
-        for utt, spk in list(utt2spk.items()):
-            if len(spk.split()) != 1:
-                reader.problem(
-                    root / UTT2SPK, dd.lines[UTT2SPK][utt], f"utterance '{utt}': speaker id '{spk}' has spaces"
-                )
-                del utt2spk[utt]
-        dd.utt2spk = utt2spk
+                reader.problem(root / name, None, MISSING_CORE_FILE)
+        dd.wav = read_parsed(WAV_SCP, _check_wav, rejected=dd.rejected_wav) or {}
+        dd.utt2spk = read_parsed(UTT2SPK, _check_speaker) or {}
         spk2utt = read(SPK2UTT)
         if spk2utt is not None:
             dd.spk2utt_file = {spk: utts.split() for spk, utts in spk2utt.items()}
@@ -242,30 +232,9 @@ class DataDir:
         dd.image = read(IMAGE_SCP)
         dd.video = read(VIDEO_SCP)
         dd.prompt = read(PROMPT)
-
-        segments = read(SEGMENTS)
-        if segments is not None:
-            dd.segments = {}
-            for utt, value in segments.items():
-                parsed = _parse_segment(value)
-                if isinstance(parsed, str):
-                    reader.problem(root / SEGMENTS, dd.lines[SEGMENTS][utt], f"utterance '{utt}': {parsed}")
-                else:
-                    dd.segments[utt] = parsed
-        for name in (UTT2DUR, RECO2DUR):
-            table = read(name)
-            if table is None:
-                continue
-            durations: dict[str, float] = {}
-            for key, value in table.items():
-                seconds = _parse_float(value)
-                if seconds is None or seconds < 0:
-                    reader.problem(
-                        root / name, dd.lines[name][key], f"'{key}': duration '{value}' is not a number >= 0"
-                    )
-                else:
-                    durations[key] = seconds
-            setattr(dd, name, durations)
+        dd.segments = read_parsed(SEGMENTS, _check_segment)
+        dd.utt2dur = read_parsed(UTT2DUR, _check_duration)
+        dd.reco2dur = read_parsed(RECO2DUR, _check_duration)
         dd.unsorted = dict(reader.unsorted)
         return dd
 
@@ -344,6 +313,16 @@ class DataDir:
             spk2utt.setdefault(self.utt2spk[utt], []).append(utt)
         return {spk: spk2utt[spk] for spk in c_sorted(spk2utt)}
 
+    def per_utterance_tables(self) -> list[tuple[str, dict | None]]:
+        """(file name, table) of the optional files keyed by utterance id (segments aside)."""
+        return [
+            (TEXT, self.text),
+            (UTT2DUR, self.utt2dur),
+            (IMAGE_SCP, self.image),
+            (VIDEO_SCP, self.video),
+            (PROMPT, self.prompt),
+        ]
+
     def recording_of(self, utt: str) -> str:
         return self.segments[utt][0] if self.segments is not None and utt in self.segments else utt
 
@@ -414,6 +393,8 @@ class DataDir:
         a stale ``segments`` or ``text`` from an earlier write cannot linger.
         """
         root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise XllmError(f"{root}: exists and is not a directory; give another output directory")
         root.mkdir(parents=True, exist_ok=True)
         tables: dict[str, dict[str, str]] = {
             WAV_SCP: self.wav,
@@ -434,7 +415,7 @@ class DataDir:
             if table is not None:
                 tables[name] = table
         for name, table in tables.items():
-            _write_sorted(root / name, table)
+            write_table(root / name, table)
         for name in KNOWN_FILES:
             if name not in tables and (root / name).is_file():
                 (root / name).unlink()
@@ -605,14 +586,7 @@ class DataDir:
                 keep.append(utt)
             else:
                 notes.append(f"dropped utterance '{utt}': {reason}")
-        for name, table in (
-            (TEXT, self.text),
-            (SEGMENTS, self.segments),
-            (UTT2DUR, self.utt2dur),
-            (IMAGE_SCP, self.image),
-            (VIDEO_SCP, self.video),
-            (PROMPT, self.prompt),
-        ):
+        for name, table in [(SEGMENTS, self.segments), *self.per_utterance_tables()]:
             for key in table or {}:
                 if key not in self.utt2spk:
                     notes.append(f"dropped '{key}' from {name}: not in utt2spk")
@@ -714,6 +688,27 @@ def _parse_segment(value: str) -> tuple[str, float, float] | str:
     return rec, start, end
 
 
+def _check_wav(rec: str, value: str) -> tuple[str, str | None]:
+    problem = wav_value_problem(value)
+    return value, f"recording '{rec}': {problem}" if problem else None
+
+
+def _check_speaker(utt: str, spk: str) -> tuple[str, str | None]:
+    return spk, f"utterance '{utt}': speaker id '{spk}' has spaces" if len(spk.split()) != 1 else None
+
+
+def _check_segment(utt: str, value: str) -> tuple[tuple[str, float, float] | None, str | None]:
+    parsed = _parse_segment(value)
+    return (None, f"utterance '{utt}': {parsed}") if isinstance(parsed, str) else (parsed, None)
+
+
+def _check_duration(key: str, value: str) -> tuple[float | None, str | None]:
+    seconds = _parse_float(value)
+    if seconds is None or seconds < 0:
+        return None, f"'{key}': duration '{value}' is not a number >= 0"
+    return seconds, None
+
+
 def _percentile(ordered: list[float], p: float) -> float:
     """Linear-interpolated percentile of sorted values (numpy's default method)."""
     if len(ordered) == 1:
@@ -722,13 +717,6 @@ def _percentile(ordered: list[float], p: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def _write_sorted(path: Path, table: dict[str, str]) -> None:
-    with atomic_write(path) as f:
-        for key in c_sorted(table):
-            value = table[key]
-            f.write(f"{key} {value}\n" if value != "" else f"{key}\n")
 
 
 # ---------------------------------------------------------------------------
@@ -762,9 +750,7 @@ def fix_datadir(path: str | Path) -> list[str]:
     """
     from .validate import probe_audio
 
-    root = require_dir(path, "data directory")
-    for name in (WAV_SCP, UTT2SPK):
-        require_file(root / name, "file (a data directory needs wav.scp and utt2spk)")
+    root = _require_datadir(path)
     dd = DataDir.load(root, lenient=True)
     fixed, notes = dd.fix(probe=lambda file: probe_audio(file)[0])
     notes = [f"skipped {p}" for p in dd.load_problems] + notes
@@ -776,30 +762,33 @@ def fix_datadir(path: str | Path) -> list[str]:
     return notes
 
 
+def _require_datadir(path: str | Path) -> Path:
+    """``path`` as a Path; a one-line error unless it is a folder with wav.scp and utt2spk."""
+    root = require_dir(path, "data directory")
+    for name in (WAV_SCP, UTT2SPK):
+        if not (root / name).is_file():
+            raise at(root / name, None, MISSING_CORE_FILE)
+    return root
+
+
 def sort_datadir(path: str | Path) -> list[str]:
     """Sort every known file of ``path`` in C order (lines kept as they are); returns files changed.
 
     Only ordering changes: malformed lines are reported, not dropped, and spk2utt's
     utterance lists are sorted too.
     """
-    root = require_dir(path, "data directory")
+    root = _require_datadir(path)
     changed = []
     for name in KNOWN_FILES:
         file = root / name
         if not file.is_file():
             continue
         data = file.read_bytes()
-        raw = [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")]
-        if raw and raw[-1] == b"" and data.endswith(b"\n"):
-            raw.pop()
-        for number, line in enumerate(raw, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise at(file, number, f"not valid UTF-8 (byte {e.start}); fix it before sorting") from None
+        lines = []
+        for number, line in read_lines(file):
             if not line.strip():
-                raise at(file, number, "blank line; fix it before sorting (or run: xllm data fix DIR)")
-        lines = [line.decode("utf-8").strip() for line in raw]
+                raise at(file, number, f"blank line; fix it before sorting (or run: xllm data fix {root})")
+            lines.append(line.strip())
         if name == SPK2UTT:
             lines = [" ".join([p[0]] + c_sorted(p[1:])) for p in (line.split() for line in lines)]
         new = sorted(lines, key=lambda line: c_sort_key(line.split(maxsplit=1)[0]))

@@ -18,6 +18,22 @@ def c_sort_key(key: str) -> bytes:
     return key.encode("utf-8")
 
 
+def split_lines(data: bytes) -> list[bytes]:
+    """The lines of a file's bytes: newline and a CR before it dropped; no phantom last line."""
+    lines = [raw[:-1] if raw.endswith(b"\r") else raw for raw in data.split(b"\n")]
+    if lines and lines[-1] == b"":  # the file ends with a newline, or is empty
+        lines.pop()
+    return lines
+
+
+def decode_line(path: str | Path, number: int, raw: bytes) -> str:
+    """One line as text, or a one-line error naming ``path:number`` when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise at(path, number, f"not valid UTF-8 (byte {e.start})") from None
+
+
 def read_lines(path: str | Path) -> list[tuple[int, str]]:
     """Return ``(line_number, line)`` pairs of a UTF-8 text file, newline stripped.
 
@@ -26,19 +42,8 @@ def read_lines(path: str | Path) -> list[tuple[int, str]]:
     path = Path(path)
     if not path.is_file():
         raise XllmError(f"{path}: file not found")
-    data = path.read_bytes()
-    lines = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise at(path, number, f"not valid UTF-8 (byte {e.start})") from None
-        lines.append((number, line))
-    if lines and lines[-1][1] == "" and data.endswith(b"\n"):
-        lines.pop()
-    return lines
+    raws = split_lines(path.read_bytes())
+    return [(number, decode_line(path, number, raw)) for number, raw in enumerate(raws, start=1)]
 
 
 def read_table(path: str | Path, allow_empty_value: bool = False) -> dict[str, str]:
@@ -48,18 +53,30 @@ def read_table(path: str | Path, allow_empty_value: bool = False) -> dict[str, s
     value or a duplicate key.
     """
     table: dict[str, str] = {}
+    first_line: dict[str, int] = {}
     for number, line in read_lines(path):
-        parts = line.strip().split(maxsplit=1)
-        if not parts:
-            raise at(path, number, "blank line")
-        key = parts[0]
-        value = parts[1].strip() if len(parts) > 1 else ""
-        if not value and not allow_empty_value:
-            raise at(path, number, f"key '{key}' has no value")
+        key, value = parse_table_line(path, number, line, allow_empty_value)
         if key in table:
-            raise at(path, number, f"duplicate key '{key}'")
+            raise duplicate_key(path, number, key, first_line[key])
         table[key] = value
+        first_line[key] = number
     return table
+
+
+def parse_table_line(path: str | Path, number: int, line: str, allow_empty_value: bool = False) -> tuple[str, str]:
+    """``(key, value)`` of one ``<key> <value>`` line, or a one-line error naming ``path:number``."""
+    parts = line.strip().split(maxsplit=1)
+    if not parts:
+        raise at(path, number, "blank line")
+    key = parts[0]
+    value = parts[1].strip() if len(parts) > 1 else ""
+    if not value and not allow_empty_value:
+        raise at(path, number, f"key '{key}' has no value")
+    return key, value
+
+
+def duplicate_key(path: str | Path, number: int, key: str, first: int) -> XllmError:
+    return at(path, number, f"duplicate key '{key}' (first on line {first})")
 
 
 def write_table(path: str | Path, items: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:

@@ -19,7 +19,6 @@ from ..errors import XllmError
 from .datadir import (
     IMAGE_SCP,
     KNOWN_FILES,
-    PROMPT,
     RECO2DUR,
     SEGMENT_END_TOLERANCE,
     SEGMENTS,
@@ -88,34 +87,30 @@ class _Collector:
 def probe_audio(path: str) -> tuple[float, int | None]:
     """(duration in seconds, sample rate or None) from the file header; raises XllmError when unreadable.
 
-    soundfile first (wav/flac/ogg); other formats (mp3, m4a, video) through the
-    project's audio module when present, else ffprobe.
+    soundfile first (wav/flac/ogg, no subprocess); other formats (mp3, m4a, video)
+    through ffmpeg.
     """
     import soundfile
 
     try:
         info = soundfile.info(path)
         return info.frames / float(info.samplerate), int(info.samplerate)
-    except Exception as sf_error:  # not a soundfile format: try ffmpeg's view
-        first = f"{type(sf_error).__name__}: {sf_error}"
+    except Exception:  # not a soundfile format: ffmpeg reads the others
+        pass
+    return audio_seconds(path), _ffprobe(path)[1]
+
+
+def audio_seconds(path: str) -> float:
+    """Duration through :func:`xllm_cli.data.audio.audio_duration` (any format ffmpeg reads);
+    a decoder's own exception becomes a one-line error naming the file."""
+    from .audio import audio_duration
+
     try:
-        from .audio import audio_duration  # type: ignore[attr-defined]
-    except ImportError:
-        audio_duration = None
-    if audio_duration is not None:
-        try:
-            return float(audio_duration(path)), _ffprobe_rate(path)
-        except XllmError:
-            raise
-        except Exception as e:
-            raise XllmError(f"cannot read audio: {type(e).__name__}: {e}") from None
-    ffprobe = shutil.which("ffprobe")
-    if ffprobe is None:
-        raise XllmError(f"cannot read audio ({first}); ffprobe not found for other formats")
-    duration, rate = _ffprobe(path)
-    if duration is None:
-        raise XllmError(f"cannot read audio (soundfile: {first}; ffprobe found no audio stream)")
-    return duration, rate
+        return float(audio_duration(path))
+    except XllmError:
+        raise
+    except Exception as e:
+        raise XllmError(f"{path}: cannot read audio ({type(e).__name__}: {e})") from None
 
 
 def _ffprobe(path: str) -> tuple[float | None, int | None]:
@@ -151,10 +146,6 @@ def _ffprobe(path: str) -> tuple[float | None, int | None]:
         return None, None
 
 
-def _ffprobe_rate(path: str) -> int | None:
-    return _ffprobe(path)[1]
-
-
 def validate_datadir(path: str | Path, check_audio: bool = False) -> ValidationReport:
     """Check a data directory; see the module docstring. Never raises for bad content."""
     root = Path(path)
@@ -180,10 +171,21 @@ def validate_datadir(path: str | Path, check_audio: bool = False) -> ValidationR
             f"keys are not sorted in C byte order (fix with: xllm data sort {root})",
         )
 
-    utts = set(dd.utt2spk)
     _check_speakers(dd, c, where, root)
+    _check_audio_entries(dd, c, where)
+    _check_referenced_files(dd, c, where)
+    _check_per_utterance_files(dd, c, where)
+    _check_reco2dur(dd, c, where)
+    # Recording durations: reco2dur, or the audio headers with check_audio.
+    rec_dur = _check_audio_headers(dd, c, where) if check_audio else dict(dd.reco2dur or {})
+    _check_segment_ends(dd, c, where, rec_dur)
+    c.finish()
+    return report
 
-    # Audio: every utterance needs a recording in wav.scp.
+
+def _check_audio_entries(dd: DataDir, c: _Collector, where) -> None:
+    """Every utterance needs a recording in wav.scp (through its segment when there are segments)."""
+    utts = set(dd.utt2spk)
     used_recs: set[str] = set()
     if dd.segments is None:
         for utt in dd.utt2spk:
@@ -221,34 +223,29 @@ def validate_datadir(path: str | Path, check_audio: bool = False) -> ValidationR
             if rec not in used_recs:
                 c.add("unused-recording", where(WAV_SCP, rec), f"recording '{rec}' is used by no segment", warning=True)
 
-    # Files referenced exist.
+
+def _check_referenced_files(dd: DataDir, c: _Collector, where) -> None:
+    """Audio, image and video files named by the tables exist."""
     for name, table in ((WAV_SCP, dd.wav), (IMAGE_SCP, dd.image), (VIDEO_SCP, dd.video)):
         for key, value in (table or {}).items():
             if not os.path.isfile(resolve_path(value)):
                 c.add("missing-file", where(name, key), f"'{key}': file not found: {resolve_path(value)}")
 
-    # Per-utterance tables: keys must be utterances.
-    for name, table in (
-        (TEXT, dd.text),
-        (UTT2DUR, dd.utt2dur),
-        (IMAGE_SCP, dd.image),
-        (VIDEO_SCP, dd.video),
-        (PROMPT, dd.prompt),
-    ):
+
+def _check_per_utterance_files(dd: DataDir, c: _Collector, where) -> None:
+    """text, utt2dur, image.scp, video.scp, prompt: keys are utterances; text and utt2dur cover them all."""
+    utts = set(dd.utt2spk)
+    for name, table in dd.per_utterance_tables():
         for key in table or {}:
             if key not in utts:
                 c.add("unknown-utt", where(name, key), f"'{key}' is not an utterance in utt2spk")
     if dd.text is not None:
-        for utt in dd.utt2spk:
-            if utt not in dd.text:
-                c.add("no-text", where(UTT2SPK, utt), f"utterance '{utt}' has no transcript in text")
+        _check_every_utterance_in(dd, dd.text, c, where, "no-text", "has no transcript in text")
         for utt, transcript in dd.text.items():
             if not transcript.strip():
                 c.add("empty-text", where(TEXT, utt), f"utterance '{utt}' has an empty transcript")
     if dd.utt2dur is not None:
-        for utt in dd.utt2spk:
-            if utt not in dd.utt2dur:
-                c.add("no-dur", where(UTT2SPK, utt), f"utterance '{utt}' has no line in utt2dur")
+        _check_every_utterance_in(dd, dd.utt2dur, c, where, "no-dur", "has no line in utt2dur")
         for utt, seconds in dd.utt2dur.items():
             if seconds <= 0:
                 c.add(
@@ -264,6 +261,10 @@ def validate_datadir(path: str | Path, check_audio: bool = False) -> ValidationR
                         where(UTT2DUR, utt),
                         f"utterance '{utt}': utt2dur says {format_seconds(seconds)} s, its segment is {format_seconds(end - start)} s",
                     )
+
+
+def _check_reco2dur(dd: DataDir, c: _Collector, where) -> None:
+    """reco2dur covers wav.scp with positive durations."""
     if dd.reco2dur is not None:
         for rec in dd.wav:
             if rec not in dd.reco2dur:
@@ -278,54 +279,60 @@ def validate_datadir(path: str | Path, check_audio: bool = False) -> ValidationR
                     f"recording '{rec}': duration {format_seconds(seconds)} is not positive",
                 )
 
-    # Recording durations: reco2dur, or the audio headers with check_audio.
+
+def _check_audio_headers(dd: DataDir, c: _Collector, where) -> dict[str, float]:
+    """Open every audio header: sample rate, length, agreement with reco2dur/utt2dur; returns recording durations."""
     rec_dur: dict[str, float] = dict(dd.reco2dur or {})
-    if check_audio:
-        measured = _probe_all(dd, c, where)
-        for rec, (seconds, rate) in measured.items():
-            if rate is not None and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-                c.add(
-                    "rate",
-                    where(WAV_SCP, rec),
-                    f"recording '{rec}': sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}",
-                )
-            if seconds <= 0:
-                c.add("empty-audio", where(WAV_SCP, rec), f"recording '{rec}': audio is empty (0 s)")
+    measured = _probe_all(dd, c, where)
+    for rec, (seconds, rate) in measured.items():
+        if rate is not None and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            c.add(
+                "rate",
+                where(WAV_SCP, rec),
+                f"recording '{rec}': sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}",
+            )
+        if seconds <= 0:
+            c.add("empty-audio", where(WAV_SCP, rec), f"recording '{rec}': audio is empty (0 s)")
+            continue
+        if dd.reco2dur is not None and rec in dd.reco2dur and abs(dd.reco2dur[rec] - seconds) > DURATION_TOLERANCE:
+            c.add(
+                "dur-mismatch",
+                where(RECO2DUR, rec),
+                f"recording '{rec}': reco2dur says {format_seconds(dd.reco2dur[rec])} s, the audio is {format_seconds(seconds)} s",
+            )
+        rec_dur[rec] = seconds
+    for utt in dd.utt2spk:
+        if dd.segments is not None:
+            if utt not in dd.segments:
                 continue
-            if dd.reco2dur is not None and rec in dd.reco2dur and abs(dd.reco2dur[rec] - seconds) > DURATION_TOLERANCE:
-                c.add(
-                    "dur-mismatch",
-                    where(RECO2DUR, rec),
-                    f"recording '{rec}': reco2dur says {format_seconds(dd.reco2dur[rec])} s, the audio is {format_seconds(seconds)} s",
-                )
-            rec_dur[rec] = seconds
-        for utt in dd.utt2spk:
-            if dd.segments is not None:
-                if utt not in dd.segments:
-                    continue
-                _, start, end = dd.segments[utt]
-                actual = end - start
-            elif utt in rec_dur:
-                actual = rec_dur[utt]
-            else:
-                continue
-            if actual >= MAX_UTTERANCE_SECONDS:
-                c.add(
-                    "too-long",
-                    where(UTT2SPK, utt),
-                    f"utterance '{utt}' is {format_seconds(actual)} s long (>= 1 h); segment the recording",
-                )
-            if (
-                dd.segments is None
-                and dd.utt2dur is not None
-                and utt in dd.utt2dur
-                and abs(dd.utt2dur[utt] - actual) > DURATION_TOLERANCE
-            ):
-                c.add(
-                    "dur-mismatch",
-                    where(UTT2DUR, utt),
-                    f"utterance '{utt}': utt2dur says {format_seconds(dd.utt2dur[utt])} s, the audio is {format_seconds(actual)} s",
-                )
+            _, start, end = dd.segments[utt]
+            actual = end - start
+        elif utt in rec_dur:
+            actual = rec_dur[utt]
+        else:
+            continue
+        if actual >= MAX_UTTERANCE_SECONDS:
+            c.add(
+                "too-long",
+                where(UTT2SPK, utt),
+                f"utterance '{utt}' is {format_seconds(actual)} s long (>= 1 h); segment the recording",
+            )
+        if (
+            dd.segments is None
+            and dd.utt2dur is not None
+            and utt in dd.utt2dur
+            and abs(dd.utt2dur[utt] - actual) > DURATION_TOLERANCE
+        ):
+            c.add(
+                "dur-mismatch",
+                where(UTT2DUR, utt),
+                f"utterance '{utt}': utt2dur says {format_seconds(dd.utt2dur[utt])} s, the audio is {format_seconds(actual)} s",
+            )
+    return rec_dur
+
+
+def _check_segment_ends(dd: DataDir, c: _Collector, where, rec_dur: dict[str, float]) -> None:
+    """No segment ends after the end of its recording (when that is known)."""
     if dd.segments is not None:
         for utt, (rec, start, end) in dd.segments.items():
             if rec in rec_dur and end > rec_dur[rec] + SEGMENT_END_TOLERANCE:
@@ -335,8 +342,13 @@ def validate_datadir(path: str | Path, check_audio: bool = False) -> ValidationR
                     f"utterance '{utt}': segment ends at {format_seconds(end)} s, after the end of recording '{rec}' "
                     f"({format_seconds(rec_dur[rec])} s)",
                 )
-    c.finish()
-    return report
+
+
+def _check_every_utterance_in(dd: DataDir, table: dict, c: _Collector, where, rule: str, problem: str) -> None:
+    """An optional per-utterance file, once present, must cover every utterance of utt2spk."""
+    for utt in dd.utt2spk:
+        if utt not in table:
+            c.add(rule, where(UTT2SPK, utt), f"utterance '{utt}' {problem}")
 
 
 def _probe_all(dd: DataDir, c: _Collector, where) -> dict[str, tuple[float, int | None]]:

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import XllmError
+from ..errors import XllmError, at
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
@@ -29,9 +29,17 @@ EXPORT_INFO = "xllm_export.json"
 
 
 def _read_llm_path(config_yaml: Path) -> str | None:
+    """``model.llm.path`` of a saved model's config.yaml; a broken file is a one-line error."""
     import yaml
 
-    cfg = yaml.safe_load(config_yaml.read_text(encoding="utf-8")) or {}
+    try:
+        cfg = yaml.safe_load(config_yaml.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise at(config_yaml, None, f"not valid UTF-8 (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise at(config_yaml, mark.line + 1 if mark is not None else None, f"invalid YAML: {problem}") from None
     model = cfg.get("model", cfg) if isinstance(cfg, dict) else {}
     llm = model.get("llm") if isinstance(model, dict) else None
     path = llm.get("path") if isinstance(llm, dict) else None

@@ -10,8 +10,11 @@
    cache, bf16 on GPU), the C-Former's non-autoregressive classifier
    (``--mode nar``) or a CTranslate2 Whisper baseline (``--whisper``);
 3. appends each finished batch to ``hyp.partial.jsonl`` so that a killed job
-   resumes where it stopped, and writes ``hyp`` atomically at the end (a part is
-   finished when its ``hyp`` exists);
+   resumes where it stopped, and writes ``hyp`` atomically at the end (a job is
+   finished when its ``hyp`` exists and ``fingerprint.json`` names the same
+   model file and search options: a rerun then only scores);
+   each utterance's generation is bounded by its own duration (``token_limits``),
+   so greedy hypotheses do not depend on the batch size;
 4. with ``--nj N`` runs N such jobs on ``DATA/split{N}/k`` (see ``parallel.py``)
    and merges them;
 5. writes ``ref``, ``hyp.trn``/``ref.trn``, ``per_utt`` and ``result.txt``
@@ -244,15 +247,23 @@ def decode_utterances(
     out_dir: Path,
     show_progress: bool = True,
     description: str = "decode",
+    fingerprint: dict | None = None,
 ) -> PartResult:
     """Decode ``utts`` into ``out_dir`` (``hyp``, ``nbest.jsonl``, ``timing.json``), resuming a partial run.
 
     The decoder is built only when something is left to decode, so a rerun of a
-    finished-but-unmerged job costs nothing.
+    finished-but-unmerged job costs nothing. Partial results of another model or
+    other options (``fingerprint``) are discarded.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     partial_path = out_dir / PARTIAL
     wanted = {u.utt_id for u in utts}
+    if fingerprint is not None and not fingerprint_matches(out_dir, fingerprint):
+        if partial_path.is_file():
+            log.info(f"{partial_path}: from another model or other options: decoding from the start")
+            partial_path.unlink()
+        (out_dir / "hyp").unlink(missing_ok=True)  # never leave a stale "finished" marker
+        atomic_write_text(out_dir / FINGERPRINT, json.dumps(fingerprint, indent=1) + "\n")
     done = {k: v for k, v in read_partial(partial_path).items() if k in wanted}
     todo = [u for u in utts if u.utt_id not in done]
     if done:
@@ -340,6 +351,52 @@ def read_timing(path: Path) -> dict:
         return {}
 
 
+FINGERPRINT = "fingerprint.json"  # what produced the results in a directory (model file, options)
+
+
+def decode_fingerprint(opts: "DecodeOptions", stage: int | None) -> dict:
+    """What decides the hypotheses: the model file (path, size, mtime) and the search options.
+
+    Results (a finished part, a partial file) are reused only when it matches, so a
+    retrained model or a different beam never reuses stale hypotheses. The batch
+    size is left out: it does not change the results.
+    """
+    if opts.whisper is not None:
+        model_file = Path(opts.whisper) / "model.bin"
+    else:
+        from ..training.checkpoint import stage_model_dir
+
+        model_file = stage_model_dir(opts.exp, stage) / "model.safetensors"
+    try:
+        st = model_file.stat()
+        model = [str(model_file.resolve()), st.st_size, st.st_mtime_ns]
+    except OSError:
+        model = [str(model_file), None, None]
+    return {"model": model, "mode": opts.mode, "beam": opts.beam, "nbest": opts.nbest,
+            "max_new_tokens": opts.max_new_tokens, "use_image": opts.use_image, "use_video": opts.use_video}
+
+
+def fingerprint_matches(out_dir: Path, fingerprint: dict | None) -> bool:
+    if fingerprint is None:
+        return True
+    try:
+        return json.loads((Path(out_dir) / FINGERPRINT).read_text(encoding="utf-8")) == fingerprint
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def results_complete(out_dir: Path, utt_ids, fingerprint: dict | None = None) -> bool:
+    """``hyp`` and ``nbest.jsonl`` exist, cover exactly ``utt_ids`` and come from the same model and options."""
+    out_dir = Path(out_dir)
+    if not ((out_dir / "hyp").is_file() and (out_dir / NBEST).is_file()):
+        return False
+    try:
+        same = set(read_hyp(out_dir / "hyp")) == set(utt_ids)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return same and fingerprint_matches(out_dir, fingerprint)
+
+
 # ----------------------------------------------------------------------------- the whole job
 
 
@@ -395,17 +452,23 @@ def run_decode(opts: DecodeOptions, decoder_factory: Callable[[DecodeOptions, in
         from ..data.datadir import DataDir
 
         utts = DataDir.load(part_data).utterances()
-        decode_utterances(lambda: factory(opts, stage), utts, part_out, show_progress=False)
+        decode_utterances(lambda: factory(opts, stage), utts, part_out, show_progress=False,
+                          fingerprint=decode_fingerprint(opts, stage))
         return DecodeSummary(part_out, len(utts), 0.0, 0.0)
 
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out / "decode.log")
     log.info(f"decode {opts.data} -> {out} (stage {stage}, mode {opts.mode}, beam {opts.beam}, nj {opts.nj})")
+    fingerprint = decode_fingerprint(opts, stage)
     if opts.nj > 1:
-        result = parallel.decode_parallel(opts, data, out, launcher=launcher)
+        result = parallel.decode_parallel(opts, data, out, fingerprint, launcher=launcher)
+    elif results_complete(out, data.utt_ids(), fingerprint):
+        log.info(f"{out / 'hyp'}: already decoded with this model and these options: scoring only "
+                 f"(delete it to decode again)")
+        result = PartResult(out, len(data), 0, 0.0, 0.0)
     else:
         _set_threads(opts)
-        result = decode_utterances(lambda: factory(opts, stage), data.utterances(), out)
+        result = decode_utterances(lambda: factory(opts, stage), data.utterances(), out, fingerprint=fingerprint)
     summary = DecodeSummary(out, result.utterances, result.decode_seconds, result.audio_seconds)
     summary.result_lines = finish(opts, data, out)
     if summary.rtf is not None:
@@ -520,19 +583,18 @@ class XllmDecoder:
     def decode(self, batch: Any) -> list[NBest]:
         model = self.bundle.model
         batch = batch.to(self.bundle.device)
-        with self.bundle.autocast():
-            if self.opts.mode == "nar":
-                return [[(text, 0.0)] for text in model.nar_decode(batch)]
-            limits = token_limits(batch, self.opts.max_new_tokens)
-            with per_utterance_limits(model.llm, limits, self.opts.beam, model.tokenizer.eos_token_id):
-                return model.generate(
-                    batch,
-                    max_new_tokens=max(limits),
-                    num_beams=self.opts.beam,
-                    num_return_sequences=self.opts.nbest,
-                    use_image=self.opts.use_image,
-                    use_video=self.opts.use_video,
-                )
+        if self.opts.mode == "nar":
+            return [[(text, 0.0)] for text in model.nar_decode(batch)]
+        limits = token_limits(batch, self.opts.max_new_tokens)
+        with per_utterance_limits(model.llm, limits, self.opts.beam, model.tokenizer.eos_token_id):
+            return model.generate(
+                batch,
+                max_new_tokens=max(limits),
+                num_beams=self.opts.beam,
+                num_return_sequences=self.opts.nbest,
+                use_image=self.opts.use_image,
+                use_video=self.opts.use_video,
+            )
 
 
 TOKENS_PER_SECOND = 25.0  # generous: fast English read char by char is ~15 characters/s
@@ -690,7 +752,7 @@ class DecodeBundle:
     image_transform: Any  # PIL image -> (3, H, W), or None without an image interface
     num_frames: int  # video frames per clip
     device: str
-    autocast_dtype: Any = None  # torch.bfloat16 on GPU
+    llm_dtype: Any = None  # torch.bfloat16 on GPU
     sample_rate: int = 16000
 
     def duration(self, u: Any) -> float:
@@ -749,15 +811,6 @@ class DecodeBundle:
         except XllmError:  # no video stream
             return None
 
-    def autocast(self):
-        """bf16 autocast on GPU (reductions such as CIF's integration stay in fp32); nothing on CPU."""
-        import contextlib
-        import torch
-
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
-
 
 def _read_yaml(path: Path) -> dict:
     import yaml
@@ -772,8 +825,7 @@ def _read_yaml(path: Path) -> dict:
 def load_for_decoding(exp: Path, stage: int, device: str = "cpu") -> DecodeBundle:
     """Load the stage's model (eval mode) and its feature pipeline.
 
-    On GPU the big frozen parts (LLM, encoders) are cast to bf16 and decoding runs
-    under bf16 autocast; the small trained interfaces keep fp32 weights.
+    On GPU the LLM runs in bf16; the trained interfaces keep fp32 weights.
     """
     import torch
     from ..data.features import build_feature_extractor, build_image_transform
@@ -805,16 +857,16 @@ def load_for_decoding(exp: Path, stage: int, device: str = "cpu") -> DecodeBundl
         pass
     model = load_model(model_dir, device=device)
     model.eval()
-    autocast_dtype = None
+    llm_dtype = None
     if device.startswith("cuda"):
-        autocast_dtype = torch.bfloat16
-        for part in ("llm", "speech_encoder", "vision_encoder"):
-            module = getattr(model, part, None)
-            if module is not None:
-                module.to(torch.bfloat16)
-    log.info(f"model {model_dir} on {device}{' (bf16)' if autocast_dtype is not None else ''}")
+        # The LLM is most of the compute and memory: bf16. The interfaces (C-Former with
+        # its CIF integration, adapters) stay fp32 as in training; encoders keep the
+        # dtype the model config gives them (``model.dtype`` for pretrained ones).
+        llm_dtype = torch.bfloat16
+        model.llm.to(llm_dtype)
+    log.info(f"model {model_dir} on {device}{' (LLM in bf16)' if llm_dtype is not None else ''}")
     return DecodeBundle(model=model, extractor=extractor, image_transform=image_transform, num_frames=num_frames,
-                        device=device, autocast_dtype=autocast_dtype)
+                        device=device, llm_dtype=llm_dtype)
 
 
 def _num_frames(recipe: dict, stage: int) -> int:

@@ -16,6 +16,7 @@ into the decode directory, atomically.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,15 +26,17 @@ from typing import Callable, Sequence
 
 from ..console import log, progress_bar
 from ..errors import XllmError
+from ..fsutil import atomic_write_text
 from .decode import (
+    FINGERPRINT,
     NBEST,
     PARTIAL,
     TIMING,
     DecodeOptions,
     PartResult,
-    read_hyp,
     read_nbest,
     read_timing,
+    results_complete,
     write_results,
 )
 
@@ -57,47 +60,46 @@ def part_out_dir(decode_dir: Path, k: int, n: int) -> Path:
 
 
 def split_data(data, data_path: Path, decode_dir: Path, n: int) -> list[Path]:
-    """Write the N parts (unless an identical split is already there); returns their directories.
+    """Write the N parts (unless identical parts are already there); returns their directories.
 
-    The split is rewritten only when its utterances differ from DATA's, so that a
-    rerun keeps the parts (and their mtimes) it can reuse.
+    Existing parts are rewritten only when they differ from DATA's, so that a rerun
+    keeps the split (and its mtimes) it can reuse.
     """
-    from ..data.datadir import DataDir
-
     parts = data.split(n)
     for base in (Path(data_path) / f"split{n}", Path(decode_dir) / f"data_split{n}"):
         try:
             dirs = []
             for k, part in enumerate(parts, start=1):
                 target = base / str(k)
-                if not _same_utts(target, part.utt_ids(), DataDir):
+                if not _same_part(target, part):
                     part.save(target)
                 dirs.append(target)
             return dirs
-        except PermissionError:
-            log.info(f"{base.parent} is not writable: writing the split under the decode directory")
+        except OSError as e:  # read-only corpus directory
+            log.info(f"{base.parent} is not writable ({e.strerror}): writing the split under the decode directory")
             continue
     raise XllmError(f"cannot write the split data for --nj {n}")
 
 
-def _same_utts(target: Path, utt_ids: list[str], DataDir) -> bool:
+_COMPARED = ("wav", "utt2spk", "text", "segments", "image", "video", "prompt")
+
+
+def _same_part(target: Path, part) -> bool:
+    """``target`` holds the same tables as ``part`` (durations aside: they only order the batches)."""
+    from ..data.datadir import DataDir
+
     if not (target / "utt2spk").is_file():
         return False
     try:
-        return DataDir.load(target).utt_ids() == utt_ids
+        have = DataDir.load(target)
     except XllmError:
         return False
+    return all(getattr(have, name) == getattr(part, name) for name in _COMPARED)
 
 
-def part_finished(out: Path, utt_ids: Sequence[str]) -> bool:
-    """A part is finished when its ``hyp`` exists and has exactly the part's utterances."""
-    hyp = out / "hyp"
-    if not hyp.is_file():
-        return False
-    try:
-        return set(read_hyp(hyp)) == set(utt_ids) and (out / NBEST).is_file()
-    except (OSError, UnicodeDecodeError):
-        return False
+def part_finished(out: Path, utt_ids: Sequence[str], fingerprint: dict | None = None) -> bool:
+    """A part is finished when its ``hyp`` exists, has exactly the part's utterances and the same model/options."""
+    return results_complete(out, utt_ids, fingerprint)
 
 
 def worker_args(opts: DecodeOptions, k: int, n: int, threads: int) -> list[str]:
@@ -214,7 +216,8 @@ def _watch(decode_dir: Path, n: int, parts: Sequence[int], total: int, procs) ->
         bar.update(task, completed=min(total, _count_done(decode_dir, n, parts)))
 
 
-def decode_parallel(opts: DecodeOptions, data, decode_dir: Path, launcher: Launcher | None = None) -> PartResult:
+def decode_parallel(opts: DecodeOptions, data, decode_dir: Path, fingerprint: dict | None = None,
+                    launcher: Launcher | None = None) -> PartResult:
     """Split, decode the unfinished parts in parallel, merge; returns the merged result."""
     from ..data.datadir import DataDir
 
@@ -225,7 +228,7 @@ def decode_parallel(opts: DecodeOptions, data, decode_dir: Path, launcher: Launc
     part_utts = {k: DataDir.load(d).utt_ids() for k, d in enumerate(dirs, start=1)}
     todo = []
     for k in range(1, n + 1):
-        if part_finished(part_out_dir(decode_dir, k, n), part_utts[k]):
+        if part_finished(part_out_dir(decode_dir, k, n), part_utts[k], fingerprint):
             log.info(f"part {k}/{n} already decoded ({part_out_dir(decode_dir, k, n) / 'hyp'}): skipping")
         else:
             todo.append(k)
@@ -235,23 +238,26 @@ def decode_parallel(opts: DecodeOptions, data, decode_dir: Path, launcher: Launc
         total = sum(len(part_utts[k]) for k in todo)
         (launcher or subprocess_launcher(decode_dir))(opts, todo, total)
     wall = time.perf_counter() - started
-    return merge_parts(decode_dir, n, part_utts, wall if todo else 0.0, todo)
+    return merge_parts(decode_dir, n, part_utts, wall if todo else 0.0, todo, fingerprint)
 
 
-def merge_parts(decode_dir: Path, n: int, part_utts: dict[int, list[str]], wall_seconds: float, ran: Sequence[int]) -> PartResult:
+def merge_parts(decode_dir: Path, n: int, part_utts: dict[int, list[str]], wall_seconds: float, ran: Sequence[int],
+                fingerprint: dict | None = None) -> PartResult:
     """Concatenate the parts' n-best lists and hypotheses into the decode directory."""
     nbests = {}
     audio = 0.0
     decoded_now = 0
     for k in range(1, n + 1):
         out = part_out_dir(decode_dir, k, n)
-        if not part_finished(out, part_utts[k]):
+        if not part_finished(out, part_utts[k], fingerprint):
             raise XllmError(f"{out / 'hyp'}: part {k}/{n} did not finish; see {out / 'decode.log'}")
         nbests.update(read_nbest(out / NBEST))
         if k in ran:
             timing = read_timing(out / TIMING)
             audio += float(timing.get("audio_seconds", 0.0))
             decoded_now += int(timing.get("decoded_now", 0))
+    if fingerprint is not None:
+        atomic_write_text(Path(decode_dir) / FINGERPRINT, json.dumps(fingerprint, indent=1) + "\n")
     write_results(decode_dir, nbests)
     log.info(f"merged {n} parts: {len(nbests)} utterances -> {decode_dir / 'hyp'}")
     return PartResult(decode_dir, len(nbests), decoded_now, wall_seconds if audio > 0 else 0.0, audio)

@@ -57,6 +57,8 @@ class TranscribeOptions:
         for f in self.files:
             if not Path(f).is_file():
                 raise XllmError(f"{f}: file not found")
+        if len(self.files) > 1 and self.out is None and self.format != "text":
+            raise XllmError(f"--format {self.format} for several files needs --out DIR (one {self.format} file per input)")
         if self.image is not None and not Path(self.image).is_file():
             raise XllmError(f"{self.image}: image not found")
         if self.exp is not None and not Path(self.exp).is_dir():
@@ -230,8 +232,8 @@ def run_transcribe(opts: TranscribeOptions, decoder_factory: Callable[[Transcrib
             atomic_write_text(target, text)
             log.info(f"{path}: {len(t.segments)} segments, {t.duration:.1f} s -> {target}")
         else:
-            if len(opts.files) > 1 and opts.format in ("text", "srt", "vtt"):
-                echo(f"{'' if i == 0 else chr(10)}# {path}\n" if opts.format != "vtt" else "")
+            if len(opts.files) > 1:  # text only (see validate): a header per file, as `head` does
+                echo(f"{'' if i == 0 else chr(10)}==> {path} <==\n")
             echo(text)
     return results
 
@@ -276,7 +278,7 @@ class XllmChunkDecoder:
         )
         model = self.bundle.model
         limits = token_limits(batch, None)  # per chunk, as in `xllm decode`
-        with self.bundle.autocast(), per_utterance_limits(model.llm, limits, self.opts.beam, model.tokenizer.eos_token_id):
+        with per_utterance_limits(model.llm, limits, self.opts.beam, model.tokenizer.eos_token_id):
             nbest = model.generate(
                 batch.to(self.bundle.device), max_new_tokens=max(limits), num_beams=self.opts.beam,
                 num_return_sequences=1, use_image=self.image is not None, use_video=True,

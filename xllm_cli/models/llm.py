@@ -111,41 +111,67 @@ def assemble(
     pad_left: bool,
     device,
     dtype,
+    align_slot: str | None = None,
 ):
     """Concatenate per-utterance pieces into padded (inputs_embeds, attention_mask, labels, position_ids).
 
     ``modality_embeds[b][m]`` is a (n_b, H) tensor for slot m of utterance b; labels are -100
     everywhere except on the target tokens (training only).
+
+    Positions count up over the sequence, except for the slot named ``align_slot``: its k-th
+    vector gets the position of the k-th answer token (the prompt's positions close the gap),
+    so that "copy the slot" is a fixed relative offset for the LLM (see ``llm.align_speech_positions``).
+    Generation continues the positions from the last prompt token, which keeps the alignment.
     """
-    seqs, labs = [], []
+    seqs, labs, poss = [], [], []
     for b, lay in enumerate(layouts):
-        parts, lab = [], []
+        parts, lab, pos, aligned = [], [], [], []
         for item in lay.items:
             if isinstance(item, str):
                 e = modality_embeds[b][item]
                 parts.append(e.to(dtype))
                 lab += [-100] * e.shape[0]
+                if item == align_slot:
+                    aligned.append((len(pos), e.shape[0]))
+                    pos += [None] * e.shape[0]
+                else:
+                    pos += list(range(_next(pos), _next(pos) + e.shape[0]))
             elif item:
                 ids = torch.tensor(item, dtype=torch.long, device=device)
                 parts.append(embed_fn(ids).to(dtype))
                 lab += [-100] * len(item)
+                pos += list(range(_next(pos), _next(pos) + len(item)))
+        answer_start = _next(pos)
+        for start, n in aligned:
+            pos[start : start + n] = range(answer_start, answer_start + n)
         if targets is not None:
             ids = torch.tensor(targets[b], dtype=torch.long, device=device)
             parts.append(embed_fn(ids).to(dtype))
             lab += list(targets[b])
+            pos += list(range(answer_start, answer_start + len(targets[b])))
         seqs.append(torch.cat(parts, dim=0))
         labs.append(lab)
+        poss.append(pos)
     L = max(s.shape[0] for s in seqs)
     H = seqs[0].shape[1]
     B = len(seqs)
     emb = torch.zeros(B, L, H, device=device, dtype=dtype)
     mask = torch.zeros(B, L, dtype=torch.long, device=device)
     labels = torch.full((B, L), -100, dtype=torch.long, device=device)
+    position_ids = torch.zeros((B, L), dtype=torch.long, device=device)
     for b, s in enumerate(seqs):
         n = s.shape[0]
         sl = slice(L - n, L) if pad_left else slice(0, n)
         emb[b, sl] = s
         mask[b, sl] = 1
         labels[b, sl] = torch.tensor(labs[b], dtype=torch.long, device=device)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        position_ids[b, sl] = torch.tensor(poss[b], dtype=torch.long, device=device)
     return emb, mask, labels, position_ids
+
+
+def _next(pos: list) -> int:
+    """Next position after the last assigned one (aligned slots hold None until the end)."""
+    for p in reversed(pos):
+        if p is not None:
+            return p + 1
+    return 0

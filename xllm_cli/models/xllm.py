@@ -85,6 +85,8 @@ class XLLM(nn.Module):
             itc = cfg.get("itc") or {}
             self.itc = TextEncoderITC(vocab, qd, int(itc.get("embed_dim", 128)), float(itc.get("temperature", 0.07)))
 
+        # tiny preset: speech vectors share the positions of the answer tokens (see llm.assemble)
+        self.align_slot = "speech" if llm_cfg.get("align_speech_positions") else None
         self.formatter = PromptFormatter(self.tokenizer, llm_cfg.get("chat_template"), llm_cfg.get("system_prompt"))
         self.prompts = {**DEFAULT_PROMPTS, **(cfg.get("prompts") or {})}
         self.trained_pretrained: set[str] = set()  # pretrained groups that were ever trainable
@@ -280,7 +282,8 @@ class XLLM(nn.Module):
                 layouts.append(Layout((bos,) if bos else ()))
                 slots.append({})
                 continue
-            noisy = self._corrupt(i, pool, noise)
+            # with aligned positions, insertions/deletions would teach misaligned copying: substitute only
+            noisy = self._corrupt(i, pool, noise, substitute_only=self.align_slot is not None)
             slot = {"speech": embed(torch.tensor(noisy, dtype=torch.long, device=device))}
             mods = ("speech",)
             if task == "image_asr":
@@ -290,15 +293,20 @@ class XLLM(nn.Module):
             prompt = self.prompts["image_asr" if task == "image_asr" else "asr"]
             layouts.append(self.formatter.layout(prompt, mods))
             slots.append(slot)
-        emb, mask, labels, pos = assemble(embed, layouts, slots, targets, False, device, embed.weight.dtype)
+        emb, mask, labels, pos = assemble(
+            embed, layouts, slots, targets, False, device, embed.weight.dtype, self.align_slot
+        )
         out = self.llm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, labels=labels)
         return StepOutput(out.loss, {"lm_loss": float(out.loss.detach()), "loss": float(out.loss.detach())})
 
     @staticmethod
-    def _corrupt(ids: list[int], pool: list[int], rate: float) -> list[int]:
+    def _corrupt(ids: list[int], pool: list[int], rate: float, substitute_only: bool = False) -> list[int]:
         """Random substitutions / deletions / insertions (each ``rate``/3 per token), never empty."""
         if rate <= 0:
             return list(ids)
+        if substitute_only:
+            r = torch.rand(len(ids), 2).tolist()
+            return [pool[int(b * len(pool)) % len(pool)] if a < rate else t for t, (a, b) in zip(ids, r)]
         out: list[int] = []
         r = torch.rand(len(ids), 2).tolist()
         for t, (a, b) in zip(ids, r):
@@ -398,7 +406,7 @@ class XLLM(nn.Module):
         embed = self.llm.get_input_embeddings()
         emb, mask, labels, pos = assemble(
             embed, [layouts[b] for b in keep], [per_utt[b] for b in keep], targets, False,
-            embed.weight.device, embed.weight.dtype,
+            embed.weight.device, embed.weight.dtype, self.align_slot,
         )
         out = self.llm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, labels=labels)
         loss = out.loss
@@ -440,9 +448,11 @@ class XLLM(nn.Module):
         use = {m for m, on in (("speech", use_speech), ("image", use_image), ("video", use_video)) if on}
         per_utt, _, info = self._modality_inputs(batch, use, None)
         embed = self.llm.get_input_embeddings()
-        emb, mask, _, _ = assemble(
-            embed, self._layouts(batch, per_utt), per_utt, None, True, embed.weight.device, embed.weight.dtype
+        emb, mask, _, pos = assemble(
+            embed, self._layouts(batch, per_utt), per_utt, None, True, embed.weight.device, embed.weight.dtype,
+            self.align_slot,
         )
+        extra = {"position_ids": pos} if self.align_slot else {}
         if max_new_tokens is None:
             if "speech_tokens" in info:
                 max_new_tokens = 2 * int(info["speech_tokens"].max()) + 10
@@ -468,6 +478,7 @@ class XLLM(nn.Module):
             temperature=None,
             top_p=None,
             top_k=None,
+            **extra,
         )
         seqs = out.sequences
         if num_beams > 1:

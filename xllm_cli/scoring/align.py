@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..console import log
+from ..data.tables import c_sort_key
 from .normalize import NormalizeOptions, UNITS, metric_name, tokenize
 
 # One aligned position: (op, ref token or None, hyp token or None); op in C S I D.
@@ -88,10 +89,6 @@ def default_speaker(utt: str) -> str:
     return utt[: min(cut)] if cut else utt
 
 
-def _c_key(key: str) -> bytes:
-    return key.encode("utf-8")
-
-
 def _align(refs: list[list[str]], hyps: list[list[str]]) -> list[list[AlignOp]]:
     """Align each pair with jiwer on space-joined, pre-tokenised strings."""
     import jiwer
@@ -153,9 +150,9 @@ def score_texts(
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
     normalize = normalize or NormalizeOptions()
-    utt_ids = sorted(refs, key=_c_key)
+    utt_ids = sorted(refs, key=c_sort_key)
     missing = [u for u in utt_ids if u not in hyps]
-    extra = sorted((u for u in hyps if u not in refs), key=_c_key)
+    extra = sorted((u for u in hyps if u not in refs), key=c_sort_key)
     if missing:
         log.warning(f"{len(missing)} reference utterance(s) have no hypothesis, scored as deletions "
                     f"(first: {missing[0]})")
@@ -176,7 +173,7 @@ def score_texts(
         totals.add(counts)
         per_speaker.setdefault(spk, Counts()).add(counts)
         utts.append(UttScore(utt, spk, r, h, ops, counts, missing=utt in missing_set))
-    per_speaker = dict(sorted(per_speaker.items(), key=lambda kv: _c_key(kv[0])))
+    per_speaker = dict(sorted(per_speaker.items(), key=lambda kv: c_sort_key(kv[0])))
     return ScoreResult(
         metric=metric_name(unit, ref_toks), unit=unit, normalize=normalize, totals=totals,
         utts=utts, per_speaker=per_speaker, missing=missing, extra=extra,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-from ..data.tables import read_table
+from ..data.tables import read_table, write_table
 from ..fsutil import atomic_write
 from .align import Counts, ScoreResult, score_texts
 from .normalize import NormalizeOptions
@@ -36,10 +36,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _c_key(key: str) -> bytes:
-    return key.encode("utf-8")
-
-
 def result_lines(result: ScoreResult, label: str = "") -> list[str]:
     """The Kaldi ``compute-wer`` lines (metric, then %SER), with ``label`` appended when given."""
     t = result.totals
@@ -51,10 +47,8 @@ def result_lines(result: ScoreResult, label: str = "") -> list[str]:
 
 
 def write_kaldi_text(path: str | Path, texts: dict[str, str]) -> None:
-    with atomic_write(path) as f:
-        for utt in sorted(texts, key=_c_key):
-            text = _one_line(texts[utt])
-            f.write(f"{utt} {text}\n" if text else f"{utt}\n")
+    """C-sorted ``<utt> <text>`` lines; a transcript's line breaks become spaces."""
+    write_table(path, {utt: _one_line(text) for utt, text in texts.items()})
 
 
 def trn_id(spk: str, utt: str) -> str:

@@ -288,7 +288,7 @@ class Trainer:
             n = len(batch)
             loss_sum += float(out.loss) * n
             utts += n
-        errs = chars = 0.0
+        errs = chars = decoded = 0.0
         if self.decode_fn is not None and self.opts.cer_utts > 0:
             for batch in self.source.cer_batches():
                 batch = batch.to(self.device) if hasattr(batch, "to") else batch
@@ -298,12 +298,14 @@ class Trainer:
                     e, c = char_errors(ref, hyp)
                     errs += e
                     chars += c
-        loss_sum, utts, errs, chars = all_reduce_sum([loss_sum, utts, errs, chars], self.dist)
+                    decoded += 1
+        loss_sum, utts, errs, chars, decoded = all_reduce_sum([loss_sum, utts, errs, chars, decoded], self.dist)
         if was_training:
             model.train()
         result = {"loss": loss_sum / max(utts, 1.0), "utts": int(utts)}
         if chars:
             result["cer"] = 100.0 * errs / chars
+            result["cer_utts"] = int(decoded)
         return result
 
     # ------------------------------------------------------------ checkpoints
@@ -353,11 +355,11 @@ class Trainer:
             score = result["loss"]
         self.state.valid = result
         if self.is_main:
-            cer = f", CER {result['cer']:.2f}%" if "cer" in result else ""
+            cer = f", CER {result['cer']:.2f}% on {result['cer_utts']} utts" if "cer" in result else ""
             where = (f"end of epoch {self.state.epoch}" if self.state.batch == 0
                      else f"epoch {self.state.epoch + 1}")
-            log.info("validation at step %d (%s): loss %.4f%s on %d utts (%.1fs)", self.state.step, where,
-                     result["loss"], cer, result["utts"], time.time() - t0)
+            log.info("validation at step %d (%s): loss %.4f on %d utts%s (%.1fs)", self.state.step, where,
+                     result["loss"], result["utts"], cer, time.time() - t0)
             self._tb("valid/loss", result["loss"])
             if "cer" in result:
                 self._tb("valid/cer", result["cer"])
