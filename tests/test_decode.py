@@ -39,6 +39,8 @@ def make_exp(root: Path, stages=(1, 3)) -> Path:
     exp = root / "exp"
     for s in stages:
         (exp / f"stage{s}" / "best").mkdir(parents=True, exist_ok=True)
+        (exp / f"stage{s}" / "best" / "config.yaml").write_text("model: {}\n")  # what marks a trained stage
+    (exp / "stage2").mkdir(exist_ok=True)  # a stage that never finished is not picked
     return exp
 
 
@@ -114,13 +116,21 @@ def test_data_without_text_writes_hyp_only(tmp_path):
         (dict(stage=3, use_image=False), "decode_test_stage3_llm_beam1_noimage"),
         (dict(mode="nar"), "decode_test_stage1_nar"),
         (dict(stage=3, tag="mine"), "decode_test_mine"),
-        (dict(), "decode_test_stage3_llm_beam1"),  # latest trained stage
+        (dict(), "decode_test_stage3_llm_beam1"),  # latest trained stage (stage2/ has no model)
     ],
 )
 def test_decode_dir_names(tmp_path, kwargs, name):
     exp = make_exp(tmp_path)
     opts = D.DecodeOptions(exp=exp, data=tmp_path / "data" / "test", **kwargs)
     assert D.decode_dir_for(opts, D.resolve_stage(opts)) == exp / name
+
+
+def test_default_stage_is_the_latest_with_a_model(tmp_path):
+    exp = make_exp(tmp_path, stages=(1, 2))
+    (exp / "stage3" / "checkpoints").mkdir(parents=True)  # stage 3 still training: no model yet
+    assert D.resolve_stage(D.DecodeOptions(exp=exp, data=tmp_path)) == 2
+    with pytest.raises(XllmError, match="no trained stage 2 or 3"):
+        D.resolve_stage(D.DecodeOptions(exp=make_exp(tmp_path / "other", stages=(1,)), data=tmp_path))
 
 
 def test_killed_job_resumes_from_partial_results(tmp_path):

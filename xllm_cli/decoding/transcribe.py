@@ -278,7 +278,10 @@ class XllmChunkDecoder:
         )
         model = self.bundle.model
         limits = token_limits(batch, None)  # per chunk, as in `xllm decode`
-        with per_utterance_limits(model.llm, limits, self.opts.beam, model.tokenizer.eos_token_id):
+        import torch
+
+        with torch.inference_mode(), per_utterance_limits(model.llm, limits, self.opts.beam,
+                                                          model.tokenizer.eos_token_id):
             nbest = model.generate(
                 batch.to(self.bundle.device), max_new_tokens=max(limits), num_beams=self.opts.beam,
                 num_return_sequences=1, use_image=self.image is not None, use_video=True,

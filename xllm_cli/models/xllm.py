@@ -248,74 +248,11 @@ class XLLM(nn.Module):
         return self._llm_step(batch)
 
     def _lm_step(self, batch: Batch) -> StepOutput:
-        """Stage 0: train the (tiny) LLM on text, in the formats it will see later.
+        """Stage 0: LM + copy-format training of the LLM (see :mod:`xllm_cli.models.stage0`)."""
+        from xllm_cli.models.stage0 import stage0_loss
 
-        A text-only LM never learns to *copy*, yet stages 2/3 need it to read the transcript
-        off the speech slot. So besides plain LM sequences (``lm``), stage 0 mixes in the
-        final instruction format with the speech slot filled by the embeddings of the
-        (lightly corrupted) transcript itself (``asr``), and the same with an image slot
-        holding the transcript's characters in random order (``image_asr``). An instruct
-        LLM brings this ability; the tiny one learns it here. Proportions:
-        ``llm_init.stage0_tasks`` (default lm 0.4, asr 0.4, image_asr 0.2); corruption
-        rate ``llm_init.stage0_noise`` (default 0.1: substitutions, deletions, insertions).
-        """
-        init = self.cfg.get("llm_init") or {}
-        tasks = dict(init.get("stage0_tasks") or {"lm": 0.4, "asr": 0.4, "image_asr": 0.2})
-        noise = float(init.get("stage0_noise", 0.1))
-        names = [k for k in ("lm", "asr", "image_asr") if float(tasks.get(k, 0)) > 0]
-        if not names:
-            raise XllmError("llm_init.stage0_tasks: no task has a positive weight")
-        probs = torch.tensor([float(tasks[k]) for k in names])
-        embed = self.llm.get_input_embeddings()
-        device = embed.weight.device
-        tok = self.tokenizer
-        bos = (tok.bos_token_id,) if tok.bos_token_id is not None else ()
-        ids = self._text_ids(batch.texts)
-        pool = [t for i in ids for t in i] or [tok.unk_token_id or 0]
-        layouts, slots, targets = [], [], []
-        for i in ids:
-            task = names[int(torch.multinomial(probs, 1))] if len(names) > 1 else names[0]
-            targets.append(i + [tok.eos_token_id])
-            if task == "lm" or not i:
-                from xllm_cli.models.llm import Layout
-
-                layouts.append(Layout((bos,) if bos else ()))
-                slots.append({})
-                continue
-            # with aligned positions, insertions/deletions would teach misaligned copying: substitute only
-            noisy = self._corrupt(i, pool, noise, substitute_only=self.align_slot is not None)
-            slot = {"speech": embed(torch.tensor(noisy, dtype=torch.long, device=device))}
-            mods = ("speech",)
-            if task == "image_asr":
-                perm = torch.randperm(len(i)).tolist()
-                slot["image"] = embed(torch.tensor([i[p] for p in perm], dtype=torch.long, device=device))
-                mods = ("image", "speech")
-            prompt = self.prompts["image_asr" if task == "image_asr" else "asr"]
-            layouts.append(self.formatter.layout(prompt, mods))
-            slots.append(slot)
-        emb, mask, labels, pos = assemble(
-            embed, layouts, slots, targets, False, device, embed.weight.dtype, self.align_slot
-        )
-        out = self.llm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, labels=labels)
-        return StepOutput(out.loss, {"lm_loss": float(out.loss.detach()), "loss": float(out.loss.detach())})
-
-    @staticmethod
-    def _corrupt(ids: list[int], pool: list[int], rate: float, substitute_only: bool = False) -> list[int]:
-        """Random substitutions / deletions / insertions (each ``rate``/3 per token), never empty."""
-        if rate <= 0:
-            return list(ids)
-        if substitute_only:
-            r = torch.rand(len(ids), 2).tolist()
-            return [pool[int(b * len(pool)) % len(pool)] if a < rate else t for t, (a, b) in zip(ids, r)]
-        out: list[int] = []
-        r = torch.rand(len(ids), 2).tolist()
-        for t, (a, b) in zip(ids, r):
-            if a < rate / 3:
-                continue  # deletion
-            out.append(pool[int(b * len(pool)) % len(pool)] if a < 2 * rate / 3 else t)  # substitution
-            if a > 1 - rate / 3:
-                out.append(pool[int(b * len(pool)) % len(pool)])  # insertion
-        return out or list(ids)
+        return stage0_loss(self.llm, self.tokenizer, self.formatter, self.prompts, self.align_slot,
+                           self.cfg.get("llm_init") or {}, batch.texts)
 
     def _stage1_step(self, batch: Batch) -> StepOutput:
         cf = self.cfg.get("cformer") or {}

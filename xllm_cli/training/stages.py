@@ -248,7 +248,12 @@ def run_stage0(cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions)
     llm.generation_config.pad_token_id = tok.pad_token_id
     llm.generation_config.eos_token_id = tok.eos_token_id
     llm.generation_config.bos_token_id = tok.bos_token_id
-    model = CausalLMObjective(llm, tok)
+    try:  # the models' stage-0 objective also teaches the frozen LM to copy a slot (needed in stages 2/3)
+        from ..models.stage0 import Stage0Objective
+
+        model = Stage0Objective(llm, tok, cfg.get("model") or {})
+    except ImportError:
+        model = CausalLMObjective(llm, tok)
 
     def collate(items):
         from ..data.batch import Batch

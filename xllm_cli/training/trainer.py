@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import torch
 
-from ..console import console, log, progress_bar
+from ..console import log, progress_bar
 from ..errors import XllmError
 from . import checkpoint as ck
 from .distributed import DistInfo, all_ranks_true, all_reduce_sum, barrier, gather_objects
@@ -442,8 +442,8 @@ class Trainer:
                             out = self.ddp(batch, self.stage)
                         loss = out.loss
                         if not torch.isfinite(loss.detach()):
-                            raise XllmError(f"stage {self.stage}: loss is {float(loss)} at step {self.state.step} "
-                                            "(lower lr, raise warmup_steps or check the data)")
+                            raise XllmError(f"stage {self.stage}: loss is {float(loss.detach())} at step "
+                                            f"{self.state.step} (lower lr, raise warmup_steps or check the data)")
                         # A short accumulation at the end of an epoch keeps the 1/accum scale.
                         (loss / accum).backward()
                     self.state.batch += 1
@@ -526,4 +526,4 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-__all__ = ["TrainOptions", "Trainer", "TrainState", "DataSource", "char_errors", "edit_distance", "console"]
+__all__ = ["TrainOptions", "Trainer", "TrainState", "DataSource", "char_errors", "edit_distance"]

@@ -80,6 +80,24 @@ def _feature_extractor(cfg: dict, model_cfg: dict, req: StageRequest, dist: Dist
     return build_feature_extractor(enc, features, cmvn_path=cmvn)
 
 
+def _from_previous_stage(model_cfg: dict, init: Path):
+    """The model built from this recipe's ``model:`` section with the previous stage's weights.
+
+    Building from the recipe (not from ``init/config.yaml``) keeps options that only take
+    effect at construction (prompts, position alignment) as the recipe says.
+    """
+    from ..models import xllm as xm
+
+    model = xm.XLLM.from_config(model_cfg, load_weights=False)
+    weights = ck.load_weights(init / ck.MODEL_FILE)
+    ck.load_into(model, weights, init / ck.MODEL_FILE)
+    # pretrained parts that an earlier stage trained (e.g. a fine-tuned encoder) stay in saved models
+    for group, prefix in getattr(xm, "_PRETRAINED_PREFIX", {}).items():
+        if any(k.startswith(prefix) for k in weights) and model._is_pretrained(group):
+            model.trained_pretrained.add(group)
+    return model
+
+
 def _decode_fn(stage: int, max_new_tokens: int | None):
     if stage == 1:
         return lambda model, batch: model.nar_decode(batch)
@@ -92,7 +110,7 @@ def _decode_fn(stage: int, max_new_tokens: int | None):
 
 
 def run_xllm_stage(cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions):
-    from ..models.xllm import XLLM, load_model, save_model
+    from ..models.xllm import XLLM, save_model
 
     stage = req.stage
     model_cfg = resolve_model_config(cfg, req.exp)
@@ -117,8 +135,7 @@ def run_xllm_stage(cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOpti
     if init is not None:
         if not (init / ck.MODEL_FILE).is_file():
             raise XllmError(f"{init}: the previous stage's model is missing (train stage {stage - 1} first)")
-        model = load_model(init)
-        model.cfg = dict(model_cfg)  # the recipe's model section (prompts, generation bounds) wins
+        model = _from_previous_stage(model_cfg, init)
         if dist.is_main:
             log.info("stage %d starts from %s", stage, init)
     else:
