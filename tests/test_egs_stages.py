@@ -137,3 +137,28 @@ def test_every_recipe_has_the_kaldi_files(recipe):
     assert (root / "conf").is_dir()
     proc = subprocess.run(["bash", "-n", str(root / "run.sh")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("recipe,prep", [("aishell", "aishell"), ("aishell2", "aishell2")])
+def test_gpu_recipes_run_prep_training_average_decode(tmp_path, recipe, prep):
+    # A private copy of the recipe, so that its data/ can be faked without touching the repository.
+    import shutil
+
+    egs = tmp_path / "egs"
+    shutil.copytree(EGS / "utils", egs / "utils")
+    shutil.copytree(EGS / recipe, egs / recipe, symlinks=True, ignore=shutil.ignore_patterns("data", "exp"))
+    for s in ("dev", "test"):
+        (egs / recipe / "data" / s).mkdir(parents=True)
+    bin_dir, calls_log = fake_xllm(tmp_path)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", XLLM_NO_BOOTSTRAP="1")
+    proc = subprocess.run(["bash", str(egs / recipe / "run.sh"), "--corpus", str(tmp_path / "corpus"), "--ngpu", "2"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = calls_log.read_text().splitlines()
+    assert calls[0].startswith(f"prep {prep} ")
+    assert [c.split()[2] for c in calls if c.startswith("train")] == ["1", "2", "3"]
+    assert all("--ngpu 2" in c for c in calls if c.startswith("train"))
+    assert any(c.startswith("average") for c in calls)
+    decoded = [c for c in calls if c.startswith("decode")]
+    assert any("data/test" in c and "--mode nar" not in c for c in decoded)
+    assert calls[-1].startswith("results")

@@ -45,29 +45,20 @@ if want 1; then
   for s in $sets; do xllm data validate "$data/$s"; done
 fi
 
-if want 2; then
-  banner 2 "stage 0: a tiny causal LM on the corpus text"
-  $train_cmd "$exp/log/train_stage0.log" xllm train --stage 0 --config "$config" --exp "$exp" \
-    --set "data.dir=$data" "${train_opts[@]}"
-fi
-
-if want 3; then
-  banner 3 "stage 1: C-Former (CIF) with its Conformer, Q-Former with its vision encoder"
-  $train_cmd "$exp/log/train_stage1.log" xllm train --stage 1 --config "$config" --exp "$exp" \
-    --set "data.dir=$data" "${train_opts[@]}"
-fi
-
-if want 4; then
-  banner 4 "stage 2: align the speech interface with the frozen LLM"
-  $train_cmd "$exp/log/train_stage2.log" xllm train --stage 2 --config "$config" --exp "$exp" \
-    --set "data.dir=$data" "${train_opts[@]}"
-fi
-
-if want 5; then
-  banner 5 "stage 3: joint speech + image + video instruction data"
-  $train_cmd "$exp/log/train_stage3.log" xllm train --stage 3 --config "$config" --exp "$exp" \
-    --set "data.dir=$data" "${train_opts[@]}"
-fi
+# Recipe stages 2-5 are training stages 0-3.
+stage_titles=(
+  "stage 0: a tiny causal LM on the corpus text"
+  "stage 1: C-Former (CIF) with its Conformer, Q-Former with its vision encoder"
+  "stage 2: align the speech interface with the frozen LLM"
+  "stage 3: joint speech + image + video instruction data"
+)
+for n in 0 1 2 3; do
+  if want $((n + 2)); then
+    banner $((n + 2)) "${stage_titles[$n]}"
+    $train_cmd "$exp/log/train_stage$n.log" xllm train --stage "$n" --config "$config" --exp "$exp" \
+      --set "data.dir=$data" "${train_opts[@]}"
+  fi
+done
 
 if want 6; then
   banner 6 "decode and score"

@@ -16,6 +16,8 @@ that never stopped, and DataLoader workers need no extra seeding.
 
 from __future__ import annotations
 
+import abc
+
 import json
 import math
 import zlib
@@ -35,7 +37,7 @@ SAMPLE_RATE = 16000
 _INT16_SCALE = 32768.0
 
 
-class FeatureExtractor:
+class FeatureExtractor(abc.ABC):
     """Waveform (samples,) float in [-1, 1] -> features (frames, dim).
 
     ``train=True`` enables what only training wants (fbank dither); the result
@@ -47,12 +49,13 @@ class FeatureExtractor:
     kind: str = "base"  # "fbank" | "whisper" | "waveform"
     sample_rate: int = SAMPLE_RATE
 
-    def __call__(self, wave: torch.Tensor, train: bool = False) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, wave: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """Features (frames, dim) of one utterance."""
 
+    @abc.abstractmethod
     def num_frames(self, num_samples: int) -> int:
         """Frames this extractor returns for ``num_samples`` samples (for length bookkeeping)."""
-        raise NotImplementedError  # pragma: no cover
 
 
 def _as_wave(wave) -> torch.Tensor:
