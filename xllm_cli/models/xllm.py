@@ -106,29 +106,23 @@ class XLLM(nn.Module):
         return next(self.cformer.parameters() if self.cformer is not None else self.llm.parameters()).device
 
     def _group_params(self, name: str) -> list[nn.Parameter]:
-        g: list = []
-        if name == "llm":
-            g = [self.llm]
-        elif name == "speech_encoder":
-            g = [self.speech_encoder]
-        elif name == "cformer" and self.cformer is not None:
-            c = self.cformer
-            g = [c.predictor, c.in_proj, c.layers, c.norm]
-        elif name == "cformer_head" and self.cformer is not None:
-            g = [self.cformer.classifier, self.cformer.ctc_head]
-        elif name == "speech_adapter":
-            g = [self.speech_adapter]
-        elif name == "vision_encoder":
-            g = [self.vision_encoder]
-        elif name == "qformer" and self.qformer is not None:
-            q = self.qformer
-            g = [q.qformer, q.vision_proj, q.query_tokens]
-        elif name == "video_queries" and self.qformer is not None:
-            g = [self.qformer.video_query_tokens, self.qformer.frame_embed]
-        elif name in ("image_adapter", "video_adapter", "itc"):
-            g = [getattr(self, name)]
-        elif name not in GROUPS:
+        c, q = self.cformer, self.qformer
+        groups = {
+            "llm": [self.llm],
+            "speech_encoder": [self.speech_encoder],
+            "cformer": [c.predictor, c.in_proj, c.layers, c.norm] if c is not None else [],
+            "cformer_head": [c.classifier, c.ctc_head] if c is not None else [],
+            "speech_adapter": [self.speech_adapter],
+            "vision_encoder": [self.vision_encoder],
+            "qformer": [q.qformer, q.vision_proj, q.query_tokens] if q is not None else [],
+            "video_queries": [q.video_query_tokens, q.frame_embed] if q is not None else [],
+            "image_adapter": [self.image_adapter],
+            "video_adapter": [self.video_adapter],
+            "itc": [self.itc],
+        }
+        if name not in groups and name not in GROUPS:
             raise XllmError(f"train_modules: unknown module {name!r} (one of {', '.join(GROUPS)})")
+        g = groups.get(name, [])
         params: list[nn.Parameter] = []
         for m in g:
             if m is None:
