@@ -191,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", type=int, default=3)
     p.add_argument("--data", help="data directory (default: .dev/mini_data/test, egs/mini/data/test, or synthesised)")
     p.add_argument("--batch-sizes", default="1,16", help="comma-separated; the first is the baseline (default 1,16)")
-    p.add_argument("--max-utts", type=int, default=48, help="decode at most this many utterances (default 48)")
+    p.add_argument("--max-utts", type=int, default=0, help="decode at most this many utterances (default 0: all)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda for --real-scale, else cpu)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: 1 on CPU, steadier on a shared machine; all cores on CUDA)")
+                   help="torch threads (default: torch's, all cores, as xllm decode uses)")
     p.add_argument("--real-scale", action="store_true", help="Whisper-small + 0.5B-LLM shapes, bf16 on CUDA")
     p.add_argument("--repeat", type=int, default=3, help="timed passes per batch size; the fastest counts (default 3)")
     p.add_argument("--keep", action="store_true", help="keep the temporary experiment")
@@ -206,15 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     from xllm_cli.decoding.decode import DecodeOptions, XllmDecoder, load_for_decoding, utt_duration
 
     device = args.device or ("cuda" if args.real_scale else "cpu")
-    threads = args.threads or (1 if device == "cpu" else None)
-    if threads:
-        torch.set_num_threads(threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="xllm_bench_decode_"))
     try:
         data_dir, data_name = find_data(args.data, workdir)
         data = DataDir.load(data_dir)
-        utts = data.utterances()[: args.max_utts]
+        utts = data.utterances()[: args.max_utts or None]
         texts = list((data.text or {}).values()) or ["你好"]
         if args.exp:
             exp, model_name = Path(args.exp), f"{args.exp} stage {args.stage}"

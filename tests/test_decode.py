@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from xllm_cli.data.datadir import Utterance, write_datadir
+from xllm_cli.data.datadir import DataDir, Utterance, write_datadir
 from xllm_cli.decoding import decode as D
 from xllm_cli.errors import XllmError
 
@@ -366,3 +366,24 @@ def test_decode_on_gpu_in_bf16(tiny):
                                            tag="gpu"))
     assert len(D.read_hyp(summary.decode_dir / "hyp")) == 35
     assert "LLM in bf16" in (summary.decode_dir / "decode.log").read_text(encoding="utf-8")
+
+
+
+def test_a_loader_thread_prepares_batches_where_a_core_is_free(tiny, monkeypatch):
+    """On CPU with torch on every core, batches are prepared in turn (a loader thread slowed decoding)."""
+    import torch
+
+    calls = []
+    monkeypatch.setattr(D, "prefetch", lambda items, depth=2: calls.append(depth) or iter(items))
+    bundle = D.load_for_decoding(tiny.exp, 3, "cpu")
+    groups = D.make_batches(DataDir.load(tiny.data).utterances(), 16, None, bundle.duration)
+    monkeypatch.setattr(D, "available_cores", lambda: torch.get_num_threads())
+    on_cpu = list(bundle.iter_batches(groups))
+    assert calls == [] and sum(len(b.utt_ids) for b in on_cpu) == 35
+    monkeypatch.setattr(D, "available_cores", lambda: torch.get_num_threads() + 1)
+    spare_core = list(bundle.iter_batches(groups))
+    assert calls == [2] and [b.utt_ids for b in spare_core] == [b.utt_ids for b in on_cpu]
+    monkeypatch.setattr(D, "available_cores", lambda: torch.get_num_threads())
+    bundle.device = "cuda"  # iter_batches only prepares CPU tensors: no GPU needed to check the policy
+    list(bundle.iter_batches(groups))
+    assert calls == [2, 2]

@@ -91,9 +91,16 @@ def test_stage_losses_and_gradients(cfg, stage, modality):
     for n, p in model.named_parameters():
         if not p.requires_grad:
             assert p.grad is None, n
-    # frozen pretrained LLM stays in eval mode while training the interfaces
+    # frozen parts stay in eval mode while the interfaces train (no dropout, as at inference)
     if stage > 0:
         assert not model.llm.training
+    if stage >= 2:  # the tiny Conformer trained in stage 1 is frozen from stage 2 on
+        assert not model.speech_encoder.training and not any(m.training for m in model.speech_encoder.modules())
+    if stage == 3:
+        assert not model.cformer.layers.training and not model.cformer.predictor.training
+        assert model.speech_adapter.training
+    if (stage, modality) == (2, "speech"):
+        assert model.cformer.layers.training and model.speech_adapter.training
 
 
 def test_stage1_speech_logs_and_train_modules_override(cfg):

@@ -36,7 +36,9 @@ def decode(
         None, "--whisper", help="Decode with this CTranslate2 Whisper model directory instead (baseline; decode_<set>_whisper)."
     ),
     part: Optional[str] = typer.Option(None, "--part", hidden=True, help="Internal (--nj workers): decode part k/N."),
-    threads: Optional[int] = typer.Option(None, "--threads", hidden=True, help="Internal: torch threads of this process."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="Torch threads (default: all cores; with --nj, cores / N per job)."
+    ),
 ) -> None:
     """Decode DATA with the model of EXP and write EXP/decode_<set>_<tag>/.
 

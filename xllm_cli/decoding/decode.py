@@ -24,8 +24,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import math
 import os
@@ -587,16 +585,13 @@ class XllmDecoder:
 
         model = self.bundle.model
         batch = batch.to(self.bundle.device)
-        if self.opts.mode == "nar":
-            with torch.inference_mode():
-                return [[(text, 0.0)] for text in model.nar_decode(batch)]
-        limits = token_limits(batch, self.opts.max_new_tokens)
         # inference_mode: no autograd bookkeeping at all (a few % faster than no_grad)
-        with torch.inference_mode(), per_utterance_limits(model.llm, limits, self.opts.beam,
-                                                          model.tokenizer.eos_token_id):
+        with torch.inference_mode():
+            if self.opts.mode == "nar":
+                return [[(text, 0.0)] for text in model.nar_decode(batch)]
             return model.generate(
                 batch,
-                max_new_tokens=max(limits),
+                max_new_tokens=token_limits(batch, self.opts.max_new_tokens),
                 num_beams=self.opts.beam,
                 num_return_sequences=self.opts.nbest,
                 use_image=self.opts.use_image,
@@ -618,40 +613,6 @@ def token_limits(batch: Any, requested: int | None) -> list[int]:
         return [int(requested)] * len(batch.utt_ids)
     durations = batch.durations or [0.0] * len(batch.utt_ids)
     return [int(math.ceil(float(d) * TOKENS_PER_SECOND)) + 10 for d in durations]
-
-
-@contextlib.contextmanager
-def per_utterance_limits(llm: Any, limits: list[int], num_beams: int, eos_id: int | None):
-    """Make ``llm.generate`` end each utterance at its own token limit.
-
-    transformers' ``max_new_tokens`` is one number for the whole batch; a logits
-    processor forces EOS on the rows (beams) whose utterance reached its limit.
-    With soft prompts (``inputs_embeds``) ``input_ids`` holds only the generated
-    tokens, so its length is the number generated so far.
-    """
-    if eos_id is None or len(set(limits)) == 1:
-        yield
-        return
-    import torch
-    from transformers import LogitsProcessor, LogitsProcessorList
-
-    per_row = torch.tensor(limits, dtype=torch.long).repeat_interleave(max(1, num_beams))
-
-    class EndAtLimit(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            done = per_row.to(scores.device) <= input_ids.shape[1]
-            if bool(done.any()):
-                scores = scores.clone()
-                scores[done] = float("-inf")
-                scores[done, eos_id] = 0.0
-            return scores
-
-    original = llm.generate
-    llm.generate = functools.partial(original, logits_processor=LogitsProcessorList([EndAtLimit()]))
-    try:
-        yield
-    finally:
-        llm.__dict__.pop("generate", None)
 
 
 class WhisperDecoder:
@@ -702,6 +663,11 @@ def utt_duration(u: Any) -> float:
     except Exception:
         u.duration = 0.0
     return u.duration
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask under Slurm or taskset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
@@ -771,7 +737,12 @@ class DecodeBundle:
 
     # -- batches from data directories
     def iter_batches(self, groups: list[list[Any]], use_image: bool = True, use_video: bool = True) -> Iterator[Any]:
-        """Batches in the order of ``groups``, prepared one ahead in a background thread."""
+        """Batches in the order of ``groups``, the next one prepared in a background thread where that pays.
+
+        It pays on a GPU, and on CPU when torch leaves a core free (``--threads``). When
+        torch's threads take every core, a loader thread beside them slows decoding down
+        (their OpenMP workers wait for a descheduled peer; bench/RESULTS.md, decode_throughput).
+        """
         from ..data.dataset import DatasetOptions, SpeechDataset, collate
 
         utts = [u for g in groups for u in g]
@@ -783,7 +754,13 @@ class DecodeBundle:
         for g in groups:
             bounds.append((start, start + len(g)))
             start += len(g)
-        return prefetch(collate([dataset[i] for i in range(a, b)]) for a, b in bounds)
+        batches = (collate([dataset[i] for i in range(a, b)]) for a, b in bounds)
+        return prefetch(batches) if self._spare_cpu() else batches
+
+    def _spare_cpu(self) -> bool:
+        import torch
+
+        return self.device != "cpu" or torch.get_num_threads() < available_cores()
 
     # -- batches from audio in memory (transcribe)
     def batch_from_waves(self, waves: list[Any], ids: list[str], image: Any = None, video: Any = None) -> Any:

@@ -34,6 +34,7 @@ from .decode import (
     TIMING,
     DecodeOptions,
     PartResult,
+    available_cores,
     read_nbest,
     read_timing,
     results_complete,
@@ -148,7 +149,7 @@ def _part_device(device: str, k: int) -> str:
 
 
 def threads_per_job(n: int) -> int:
-    return max(1, (os.cpu_count() or 1) // n)
+    return max(1, available_cores() // n)
 
 
 def subprocess_launcher(decode_dir: Path) -> Launcher:

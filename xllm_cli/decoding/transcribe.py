@@ -270,20 +270,19 @@ class XllmChunkDecoder:
         return self._video[1]
 
     def decode_chunks(self, chunks: Sequence[SpeechChunk], source: Path) -> list[str]:
-        from .decode import per_utterance_limits, token_limits
+        from .decode import token_limits
 
         batch = self.bundle.batch_from_waves(
             [c.samples for c in chunks], ids=[f"{Path(source).stem}-{i}" for i in range(len(chunks))],
             image=self.image, video=self._video_frames(source),
         )
         model = self.bundle.model
-        limits = token_limits(batch, None)  # per chunk, as in `xllm decode`
         import torch
 
-        with torch.inference_mode(), per_utterance_limits(model.llm, limits, self.opts.beam,
-                                                          model.tokenizer.eos_token_id):
+        with torch.inference_mode():
             nbest = model.generate(
-                batch.to(self.bundle.device), max_new_tokens=max(limits), num_beams=self.opts.beam,
+                batch.to(self.bundle.device), max_new_tokens=token_limits(batch, None),  # per chunk, as in decode
+                num_beams=self.opts.beam,
                 num_return_sequences=1, use_image=self.image is not None, use_video=True,
             )
         return [n[0][0] if n else "" for n in nbest]

@@ -25,6 +25,7 @@ from xllm_cli.errors import XllmError
 from xllm_cli.models.adapters import build_adapter
 from xllm_cli.models.cformer import CFormer
 from xllm_cli.models.config import DEFAULT_PROMPTS, default_prompt
+from xllm_cli.models.generation import EndAtLimit, greedy_generate
 from xllm_cli.models.llm import PromptFormatter, assemble, load_llm, resolve_dtype
 from xllm_cli.models.speech_encoders import build_speech_encoder
 from xllm_cli.models.vision import QFormerInterface, TextEncoderITC, VisionEncoder
@@ -43,6 +44,19 @@ class StepOutput:
 
     loss: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LLMInputs:
+    """A batch's left-padded LLM inputs for generation: soft prompts and prompt text, assembled."""
+
+    embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    speech_tokens: list[int] | None  # CIF tokens fired per utterance (bounds generation by default)
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
 
 
 class XLLM(nn.Module):
@@ -105,7 +119,8 @@ class XLLM(nn.Module):
         """Device of the trainable interfaces (where batches go)."""
         return next(self.cformer.parameters() if self.cformer is not None else self.llm.parameters()).device
 
-    def _group_params(self, name: str) -> list[nn.Parameter]:
+    def _group_members(self, name: str) -> list[nn.Module | nn.Parameter]:
+        """The modules (and bare parameters) of one module group; see the module docstring."""
         c, q = self.cformer, self.qformer
         groups = {
             "llm": [self.llm],
@@ -122,11 +137,11 @@ class XLLM(nn.Module):
         }
         if name not in groups and name not in GROUPS:
             raise XllmError(f"train_modules: unknown module {name!r} (one of {', '.join(GROUPS)})")
-        g = groups.get(name, [])
+        return [m for m in groups.get(name, []) if m is not None]
+
+    def _group_params(self, name: str) -> list[nn.Parameter]:
         params: list[nn.Parameter] = []
-        for m in g:
-            if m is None:
-                continue
+        for m in self._group_members(name):
             params += [m] if isinstance(m, nn.Parameter) else list(m.parameters())
         return params
 
@@ -194,12 +209,19 @@ class XLLM(nn.Module):
         return ["speech_adapter", "image_adapter", "video_adapter"]
 
     def train(self, mode: bool = True):
-        """Frozen pretrained parts stay in eval mode (no dropout, fixed norms) while training."""
+        """Frozen groups stay in eval mode while training: no dropout, fixed norms, as at inference.
+
+        That covers the pretrained encoders and LLM, and parts trained in an earlier stage and
+        frozen in this one (the tiny preset's Conformer and C-Former in stages 2-3).
+        """
         super().train(mode)
-        for name in ("llm", "speech_encoder", "vision_encoder"):
-            mod = getattr(self, name, None)
-            if mod is not None and self._is_pretrained(name) and not any(p.requires_grad for p in mod.parameters()):
-                mod.eval()
+        if mode:
+            for name in GROUPS:
+                params = self._group_params(name)
+                if params and not any(p.requires_grad for p in params):
+                    for m in self._group_members(name):
+                        if isinstance(m, nn.Module):
+                            m.eval()
         return self
 
     # ------------------------------------------------------------------ pieces
@@ -356,10 +378,25 @@ class XLLM(nn.Module):
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
+    def llm_inputs(self, batch: Batch, use_image: bool = True, use_video: bool = True,
+                   use_speech: bool = True) -> LLMInputs:
+        """Run the encoders and interfaces and assemble the left-padded prompts (generation's first half)."""
+        batch = batch.to(self.device)
+        use = {m for m, on in (("speech", use_speech), ("image", use_image), ("video", use_video)) if on}
+        per_utt, _, info = self._modality_inputs(batch, use, None)
+        embed = self.llm.get_input_embeddings()
+        emb, mask, _, pos = assemble(
+            embed, self._layouts(batch, per_utt), per_utt, None, True, embed.weight.device, embed.weight.dtype,
+            self.align_slot,
+        )
+        speech_tokens = info["speech_tokens"].tolist() if "speech_tokens" in info else None
+        return LLMInputs(emb, mask, pos, speech_tokens)
+
+    @torch.no_grad()
     def generate(
         self,
         batch: Batch,
-        max_new_tokens: int | None = None,
+        max_new_tokens: int | list[int] | None = None,
         num_beams: int = 1,
         num_return_sequences: int = 1,
         use_image: bool = True,
@@ -370,33 +407,34 @@ class XLLM(nn.Module):
     ) -> list[list[tuple[str, float]]]:
         """Batched decoding with the LLM on left-padded soft prompts; n-best (text, score) per utterance.
 
-        The score is the length-normalised log-probability of the hypothesis (beam search's
-        ``sequences_scores``; for greedy, the mean token log-probability). Sampling settings of the
-        LLM's generation_config (instruct models ship some) are overridden: decoding is deterministic,
-        and repetition_penalty defaults to 1.0 because transcripts legitimately repeat characters.
+        ``max_new_tokens`` is one bound for the batch or one per utterance (so that an utterance's
+        result does not depend on the batch it was decoded in). The score is the length-normalised
+        log-probability of the hypothesis (beam search's ``sequences_scores``; for greedy, the mean
+        token log-probability). Greedy decoding runs the lean loop of ``models.generation``; beam
+        search (and a repetition penalty) runs ``transformers``' ``generate``, with the sampling
+        settings that instruct models ship overridden: decoding is deterministic, and
+        repetition_penalty defaults to 1.0 because transcripts legitimately repeat characters.
         """
-        batch = batch.to(self.device)
-        use = {m for m, on in (("speech", use_speech), ("image", use_image), ("video", use_video)) if on}
-        per_utt, _, info = self._modality_inputs(batch, use, None)
-        embed = self.llm.get_input_embeddings()
-        emb, mask, _, pos = assemble(
-            embed, self._layouts(batch, per_utt), per_utt, None, True, embed.weight.device, embed.weight.dtype,
-            self.align_slot,
-        )
-        extra = {"position_ids": pos} if self.align_slot else {}
-        if max_new_tokens is None:
-            if "speech_tokens" in info:
-                max_new_tokens = 2 * int(info["speech_tokens"].max()) + 10
-            else:
-                max_new_tokens = int(self.cfg.get("max_new_tokens", 64))
-        num_return_sequences = max(1, min(num_return_sequences, num_beams))
+        inputs = self.llm_inputs(batch, use_image, use_video, use_speech)
+        emb, mask, pos = inputs.embeds, inputs.attention_mask, inputs.position_ids
+        limits = self._token_limits(max_new_tokens, len(inputs), inputs.speech_tokens)
         eos = self.tokenizer.eos_token_id
         gen_eos = getattr(self.llm.generation_config, "eos_token_id", None)
         eos_ids = sorted({eos, *(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])})
+        if num_beams == 1 and repetition_penalty == 1.0:
+            result = greedy_generate(self.llm, emb, mask, pos, limits, eos_ids)
+            texts = [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in result.tokens]
+            return [[(text, score)] for text, score in zip(texts, result.scores)]
+        num_return_sequences = max(1, min(num_return_sequences, num_beams))
+        extra = {"position_ids": pos} if self.align_slot else {}
+        if len(set(limits)) > 1 and eos is not None:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList([EndAtLimit(limits, num_beams, eos)])
         out = self.llm.generate(
             inputs_embeds=emb,
             attention_mask=mask,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=max(limits),
             num_beams=num_beams,
             num_return_sequences=num_return_sequences,
             do_sample=False,
@@ -425,7 +463,20 @@ class XLLM(nn.Module):
             scores = (trans.sum(1) / valid.sum(1).clamp(min=1)).tolist()
         texts = self.tokenizer.batch_decode(seqs, skip_special_tokens=True)
         n = num_return_sequences
-        return [[(texts[b * n + i].strip(), float(scores[b * n + i])) for i in range(n)] for b in range(len(batch))]
+        return [[(texts[b * n + i].strip(), float(scores[b * n + i])) for i in range(n)] for b in range(len(inputs))]
+
+    def _token_limits(self, max_new_tokens: int | list[int] | None, batch_size: int,
+                      speech_tokens: list[int] | None) -> list[int]:
+        """One generation bound per utterance: given, else twice the fired speech tokens + 10."""
+        if isinstance(max_new_tokens, (list, tuple)):
+            if len(max_new_tokens) != batch_size:
+                raise XllmError(f"{len(max_new_tokens)} token limits for a batch of {batch_size}")
+            return [int(n) for n in max_new_tokens]
+        if max_new_tokens is not None:
+            return [int(max_new_tokens)] * batch_size
+        if speech_tokens is not None:
+            return [2 * int(n) + 10 for n in speech_tokens]
+        return [int(self.cfg.get("max_new_tokens", 64))] * batch_size
 
     @torch.no_grad()
     def nar_decode(self, batch: Batch) -> list[str]:
