@@ -17,6 +17,7 @@ import soundfile as sf
 from xllm_cli.data.datadir import DataDir, Utterance, write_datadir
 from xllm_cli.decoding import decode as D
 from xllm_cli.errors import XllmError
+from tiny_exp import build_tiny_exp
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_LINE = re.compile(r"^%(CER|WER|MER) (\d+\.\d\d) \[ (\d+) / (\d+), (\d+) ins, (\d+) del, (\d+) sub \] (\S+)$")
@@ -223,34 +224,6 @@ def test_cli_help_ends_with_example():
 
 
 # ----------------------------------------------------------------------------- the real tiny model
-
-
-def build_tiny_exp(root: Path, texts, vision: bool = False) -> Path:
-    """EXP/stage3/best: the tiny preset with random weights (recipes/model/tiny.yaml) and a char tokenizer.
-
-    The LLM's weights are drawn with a large std, so that its (meaningless) output
-    changes with every input frame and position: a padding or batching bug shows.
-    """
-    import torch
-    import yaml
-    from xllm_cli.models.tiny_llm import create_tiny_llm
-    from xllm_cli.models.xllm import XLLM, save_model
-
-    cfg = yaml.safe_load((REPO / "recipes" / "model" / "tiny.yaml").read_text(encoding="utf-8"))["model"]
-    llm_dir = root / "exp" / "stage0" / "llm"
-    llm, _tok = create_tiny_llm(cfg["llm_init"], texts, llm_dir)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in llm.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3, generator=gen)
-    llm.save_pretrained(str(llm_dir))
-    cfg["llm"]["path"] = str(llm_dir)
-    if not vision:
-        cfg["vision_encoder"] = None
-    torch.manual_seed(0)
-    save_model(XLLM.from_config(cfg), cfg, root / "exp" / "stage3" / "best")
-    return root / "exp"
 
 
 def make_noise_data(root: Path, n: int, texts) -> Path:

@@ -14,6 +14,7 @@ import soundfile as sf
 from xllm_cli.data.datadir import Utterance, write_datadir
 from xllm_cli.decoding import decode as D
 from xllm_cli.decoding import parallel as P
+from tiny_exp import build_tiny_exp
 
 TEXTS = {f"s{k % 3}-u{k:02d}": f"word{k} and {k * 7 % 5}" for k in range(9)}
 
@@ -128,30 +129,6 @@ def test_more_jobs_than_utterances_is_a_user_error(setup, tmp_path):
 
 
 # ----------------------------------------------------------------------------- real processes, real tiny model
-
-
-def build_tiny_exp(root: Path, texts) -> Path:
-    """The tiny preset (recipes/model/tiny.yaml) with random weights, saved as EXP/stage3/best."""
-    import torch
-    import yaml
-    from xllm_cli.models.tiny_llm import create_tiny_llm
-    from xllm_cli.models.xllm import XLLM, save_model
-
-    repo = Path(__file__).resolve().parents[1]
-    cfg = yaml.safe_load((repo / "recipes" / "model" / "tiny.yaml").read_text(encoding="utf-8"))["model"]
-    llm_dir = root / "exp" / "stage0" / "llm"
-    llm, _ = create_tiny_llm(cfg["llm_init"], texts, llm_dir)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in llm.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3, generator=gen)  # varied outputs: a merge mix-up would show
-    llm.save_pretrained(str(llm_dir))
-    cfg["llm"]["path"] = str(llm_dir)
-    cfg["vision_encoder"] = None
-    torch.manual_seed(0)
-    save_model(XLLM.from_config(cfg), cfg, root / "exp" / "stage3" / "best")
-    return root / "exp"
 
 
 def test_cli_nj2_subprocesses_equal_nj1_and_rerun_skips(tmp_path):

@@ -16,6 +16,7 @@ import soundfile as sf
 
 from xllm_cli.data.vad import VadChunker, VadOptions
 from xllm_cli.decoding import transcribe as T
+from tiny_exp import build_tiny_exp
 
 SR = 16000
 
@@ -167,29 +168,13 @@ def test_bad_format_is_rejected(islands_wav):
 # ----------------------------------------------------------------------------- the real tiny model
 
 
-def build_tiny_exp(root: Path, texts) -> Path:
-    """The tiny preset (speech + image/video interfaces) with random weights, saved as EXP/stage3/best."""
-    import torch
-    import yaml
-    from xllm_cli.models.tiny_llm import create_tiny_llm
-    from xllm_cli.models.xllm import XLLM, save_model
-
-    repo = Path(__file__).resolve().parents[1]
-    cfg = yaml.safe_load((repo / "recipes" / "model" / "tiny.yaml").read_text(encoding="utf-8"))["model"]
-    create_tiny_llm(cfg["llm_init"], texts, root / "exp" / "stage0" / "llm")
-    cfg["llm"]["path"] = str(root / "exp" / "stage0" / "llm")
-    torch.manual_seed(0)
-    save_model(XLLM.from_config(cfg), cfg, root / "exp" / "stage3" / "best")
-    return root / "exp"
-
-
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 def test_tiny_model_transcribes_audio_and_video_with_image(islands_wav, tmp_path):
     import torch
     from PIL import Image
 
     torch.set_num_threads(1)
-    exp = build_tiny_exp(tmp_path, ["你好世界", "今天天气很好"])
+    exp = build_tiny_exp(tmp_path, ["你好世界", "今天天气很好"], vision=True, sharp=False)
     image = tmp_path / "scene.png"
     Image.new("RGB", (80, 60), (200, 30, 30)).save(image)
     video = tmp_path / "clip.mp4"
