@@ -316,6 +316,13 @@ def test_pretrained_parts_are_referenced_not_copied(cfg, tmp_path):
     save_model(model, c, tmp_path / "m2")
     with safe_open(str(tmp_path / "m2" / "model.safetensors"), "pt") as f:
         assert any(k.startswith("speech_encoder.") for k in f.keys())
+    # ... and stays in it when a later stage, with the encoder frozen again, saves the model anew
+    reloaded = load_model(tmp_path / "m2")
+    assert reloaded.trained_pretrained == {"speech_encoder"}
+    reloaded.configure_stage(2, "speech")
+    save_model(reloaded, c, tmp_path / "m3")
+    with safe_open(str(tmp_path / "m3" / "model.safetensors"), "pt") as f:
+        assert any(k.startswith("speech_encoder.") for k in f.keys())
 
 
 @pytest.mark.parametrize(

@@ -145,6 +145,12 @@ class XLLM(nn.Module):
             params += [m] if isinstance(m, nn.Parameter) else list(m.parameters())
         return params
 
+    def keep_saved_pretrained(self, weight_names) -> None:
+        """Pretrained groups whose weights a saved model holds were trained by a stage: keep saving them."""
+        for group, prefix in _PRETRAINED_PREFIX.items():
+            if self._is_pretrained(group) and any(k.startswith(prefix) for k in weight_names):
+                self.trained_pretrained.add(group)
+
     def _is_pretrained(self, group: str) -> bool:
         if group == "llm":
             return True
@@ -546,9 +552,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> XLL
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected:
         raise XllmError(f"{weights}: tensors that the config does not have: {unexpected[:3]}")
-    for group, prefix in _PRETRAINED_PREFIX.items():
-        if any(k.startswith(prefix) for k in sd) and model._is_pretrained(group):
-            model.trained_pretrained.add(group)
+    model.keep_saved_pretrained(sd)
     keep = _saved_key_filter(model)
     lost = [k for k in missing if keep(k)]
     if lost:

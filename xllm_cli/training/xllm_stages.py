@@ -91,10 +91,7 @@ def _from_previous_stage(model_cfg: dict, init: Path):
     model = xm.XLLM.from_config(model_cfg, load_weights=False)
     weights = ck.load_weights(init / ck.MODEL_FILE)
     ck.load_into(model, weights, init / ck.MODEL_FILE)
-    # pretrained parts that an earlier stage trained (e.g. a fine-tuned encoder) stay in saved models
-    for group, prefix in getattr(xm, "_PRETRAINED_PREFIX", {}).items():
-        if any(k.startswith(prefix) for k in weights) and model._is_pretrained(group):
-            model.trained_pretrained.add(group)
+    model.keep_saved_pretrained(weights)  # e.g. a fine-tuned encoder stays in the saved models
     return model
 
 
