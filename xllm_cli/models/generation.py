@@ -11,11 +11,12 @@ This loop also helps batches in two ways:
   whole cache on every step.
 
 A row's tokens never depend on the other rows, so greedy hypotheses are the same
-at batch size 1 and 32 (tests/test_models.py checks this).
+at batch size 1 and 32 (tests/test_generation.py and tests/test_models.py check this).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -37,12 +38,20 @@ def _growing_cache(config):
     from transformers import DynamicCache
 
     try:
-        from transformers.cache_utils import Cache, DynamicLayer
+        from transformers.cache_utils import Cache
+        layer_class = _growing_layer_class()
     except ImportError:
         return DynamicCache()
     layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
     if layer_types != {"full_attention"}:
         return DynamicCache(config=config)
+    return Cache(layer_class_to_replicate=layer_class)
+
+
+@functools.cache
+def _growing_layer_class():
+    """Defined on first use: transformers is imported lazily."""
+    from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
         """``keys``/``values`` are views of buffers that double when full."""
@@ -78,7 +87,7 @@ def _growing_cache(config):
                 self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]
                 self.keys, self.values = self._kbuf[..., : self._len, :], self._vbuf[..., : self._len, :]
 
-    return Cache(layer_class_to_replicate=GrowingLayer)
+    return GrowingLayer
 
 
 def _forward_kwargs(llm, cache) -> tuple[dict, dict]:
