@@ -124,15 +124,14 @@ def build_real_scale(exp: Path, texts: list[str]) -> None:
     save_model(XLLM.from_config(cfg), cfg, exp / "stage3" / "best")
 
 
-def run_setting(bundle, decoder_cls, opts, utts, batch_size: int, repeat: int) -> dict:
+def run_setting(bundle, system_cls, opts, utts, batch_size: int, repeat: int) -> dict:
     """Decode ``utts`` at ``batch_size`` ``repeat`` times after a warm-up batch; the fastest pass counts."""
-    from xllm_cli.decoding.decode import make_batches
+    from xllm_cli.decoding.batches import make_batches
 
     import torch
 
     opts.batch_size = batch_size
-    decoder = decoder_cls.__new__(decoder_cls)
-    decoder.opts, decoder.bundle = opts, bundle
+    decoder = system_cls(opts, opts.stage, bundle=bundle)  # the decoding system around the loaded bundle
     warm = make_batches(utts, batch_size, None, bundle.duration)[0]
     for batch in bundle.iter_batches([warm]):
         decoder.decode(batch)
@@ -203,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from xllm_cli.data.datadir import DataDir
-    from xllm_cli.decoding.decode import DecodeOptions, XllmDecoder, load_for_decoding, utt_duration
+    from xllm_cli.decoding.batches import utt_duration
+    from xllm_cli.decoding.bundle import load_for_decoding
+    from xllm_cli.decoding.options import DecodeOptions
+    from xllm_cli.decoding.systems import LlmSystem
 
     device = args.device or ("cuda" if args.real_scale else "cpu")
     if args.threads:
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = DecodeOptions(exp=exp, data=data_dir, stage=args.stage, device=device)
         for u in utts:
             utt_duration(u)
-        results = [run_setting(bundle, XllmDecoder, opts, utts, b, args.repeat) for b in sizes]
+        results = [run_setting(bundle, LlmSystem, opts, utts, b, args.repeat) for b in sizes]
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

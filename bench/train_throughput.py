@@ -42,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from xllm_cli.data.batching import DynamicBatchSampler, padding_fraction  # noqa: E402
+from xllm_cli.data.sampler import DynamicBatchSampler, padding_fraction  # noqa: E402
 from xllm_cli.data.dataset import collate, load_utterances  # noqa: E402
 from xllm_cli.data.features import FbankExtractor, compute_cmvn, load_wave  # noqa: E402
 
@@ -109,12 +109,13 @@ def build_model(kind: str, texts: list[str], workdir: Path):
             from xllm_cli.models.config import load_model_config
             from xllm_cli.models.tiny_llm import create_tiny_llm
             from xllm_cli.models.xllm import XLLM
+            from xllm_cli.training.xllm_family import XLLM_FAMILY
 
             cfg = load_model_config(ROOT / "recipes/model/tiny.yaml")
             create_tiny_llm(cfg["llm_init"], texts, workdir / "llm")
             cfg["llm"]["path"] = str(workdir / "llm")
             model = XLLM.from_config(cfg)
-            model.configure_stage(1, "speech")
+            XLLM_FAMILY.configure_stage(model, 1, "speech")
             model.train()
             return "tiny X-LLM stage 1 (Conformer + C-Former/CIF)", model, lambda b: model(b, 1).loss
         except Exception as e:  # the models package is optional for this benchmark

@@ -141,3 +141,67 @@ def test_missing_archive(corpus):
     tmp_path, dest = corpus
     with pytest.raises(XllmError, match="archive not found"):
         safe_extract(tmp_path / "nope.tar.gz", dest)
+
+
+# --- issue 12: several tarballs together ------------------------------------
+
+
+def test_links_from_several_tarballs_cannot_lead_out(corpus):
+    """Each tarball is safe alone; merged, ``x -> .`` then ``x/up -> ..`` would point above the
+    destination, and a third tarball would write through it."""
+    tmp_path, dest = corpus
+    a = make_tar(tmp_path / "a.tar.gz", [("x", "sym", ".")])
+    b = make_tar(tmp_path / "b.tar.gz", [("x/up", "sym", "..")])
+    c = make_tar(tmp_path / "c.tar.gz", [("x/up/evil", "file", "evil")])
+    safe_extract(a, dest)
+    with pytest.raises(XllmError, match="x/up': symlink to '..' points outside") as e:
+        safe_extract(b, dest)
+    assert "\n" not in str(e.value)
+    assert not os.path.lexists(dest / "up") and not is_extracted(b, dest)
+    safe_extract(c, dest)  # with no link out left, x/up/ is a plain folder inside
+    assert (dest / "up" / "evil").read_text() == "evil"
+    assert not (dest.parent / "evil").exists() and entries_outside(tmp_path) == []
+
+
+def test_write_through_a_link_an_earlier_tarball_made_that_leaves_is_refused(corpus):
+    """A link left by an earlier tarball (or redirected by another) is never written through
+    when it leads outside; ``wav/up`` made as ``a/../..``-style chains included."""
+    tmp_path, dest = corpus
+    (dest / "deep").mkdir()
+    os.symlink("../..", dest / "deep" / "up")  # as if merged from earlier tarballs: leads to tmp/
+    c = make_tar(tmp_path / "c.tar.gz", [("deep/up/evil", "file", "evil")])
+    with pytest.raises(XllmError, match="leaves the destination"):
+        safe_extract(c, dest)
+    assert entries_outside(tmp_path) == []
+
+
+def test_users_absolute_folder_link_is_still_merged_into(corpus, tmp_path):
+    tmp, dest = corpus
+    elsewhere = tmp / "disk2" / "train"
+    elsewhere.mkdir(parents=True)
+    os.symlink(elsewhere, dest / "train")
+    a = make_tar(tmp / "a.tar.gz", [("train/S1/a.wav", "file", "aa")])
+    safe_extract(a, dest)
+    assert (elsewhere / "S1" / "a.wav").read_text() == "aa"
+
+
+@pytest.mark.parametrize("kind, payload", [("file", "oops"), ("sym", "other")])
+def test_later_tarball_never_replaces_an_extracted_folder(corpus, kind, payload):
+    tmp_path, dest = corpus
+    a = make_tar(tmp_path / "a.tar.gz", [("train/S1/a.wav", "file", "aa")])
+    b = make_tar(tmp_path / "b.tar.gz", [("dev/S2/b.wav", "file", "bb"), ("train", kind, payload)])
+    safe_extract(a, dest)
+    with pytest.raises(XllmError, match=r"b.tar.gz: member 'train': would replace the folder .*train") as e:
+        safe_extract(b, dest)
+    assert "\n" not in str(e.value)
+    assert (dest / "train" / "S1" / "a.wav").read_text() == "aa"
+    assert not (dest / "dev").exists()  # checked before anything moved
+    assert not is_extracted(b, dest)
+
+
+def test_member_replacing_a_folder_of_the_same_tarball_is_refused(corpus):
+    tmp_path, dest = corpus
+    a = make_tar(tmp_path / "a.tar.gz", [("train/S1/a.wav", "file", "aa"), ("train", "file", "oops")])
+    with pytest.raises(XllmError, match="would replace the folder"):
+        safe_extract(a, dest)
+    assert os.listdir(dest) == []

@@ -10,14 +10,10 @@ import pytest
 import soundfile as sf
 
 from xllm_cli.data import audio as A
-from xllm_cli.data.audio import (
-    audio_duration,
-    iter_audio_blocks,
-    load_audio,
-    load_utterance,
-    require_ffmpeg,
-)
-from xllm_cli.data.datadir import Utterance
+from xllm_cli.data.audio import iter_audio_blocks, load_audio, load_utterance
+from xllm_cli.data.durations import audio_duration
+from xllm_cli.data.media import require_ffmpeg
+from xllm_cli.data.utterance import Utterance
 from xllm_cli.errors import XllmError
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")

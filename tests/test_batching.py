@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from xllm_cli.data.batching import (
-    BatchLoader,
-    DynamicBatchSampler,
-    LoaderOptions,
-    padding_fraction,
-    split_for_ranks,
-)
+from xllm_cli.data.batching import BatchLoader, LoaderOptions
+from xllm_cli.data.sampler import DynamicBatchSampler, padding_fraction, split_for_ranks
 from xllm_cli.errors import XllmError
 
 torch.set_num_threads(1)
@@ -163,3 +158,27 @@ def test_loader_position_counts_consumed_batches_and_resumes(num_workers):
 def test_loader_options_from_cfg():
     opts = LoaderOptions.from_cfg({"max_batch_seconds": 30, "bucket_pool_size": 50, "train": "ignored", "num_workers": None})
     assert opts.max_batch_seconds == 30 and opts.pool_size == 50 and opts.num_workers == 0
+
+
+# ---------------------------------------------------------------- the one sampler's other uses
+def test_longest_first_batches_for_decoding():
+    from types import SimpleNamespace
+
+    from xllm_cli.data.sampler import longest_first_batches
+
+    utts = [SimpleNamespace(utt_id=u, duration=d) for u, d in (("c", 2.0), ("a", 5.0), ("b", 2.0), ("d", 1.0))]
+    ids = lambda groups: [[u.utt_id for u in g] for g in groups]
+    assert ids(longest_first_batches(utts, 3, None, lambda u: u.duration)) == [["a", "b", "c"], ["d"]]
+    # padded budget: batch size x longest; a longer utterance alone
+    assert ids(longest_first_batches(utts, None, 4.5, lambda u: u.duration)) == [["a"], ["b", "c"], ["d"]]
+
+
+def test_sharded_batches_fixed_size_equal_per_rank():
+    from xllm_cli.training.sources import ShardedBatches
+
+    items = list(range(19))  # 5 batches of at most 4: the last one is dropped for 2 ranks
+    ranks = [ShardedBatches(items, 4, list, seed=1, rank=r, world_size=2) for r in range(2)]
+    got = [r._batches(3) for r in ranks]
+    assert len(got[0]) == len(got[1]) == 2 and all(len(b) == 4 for g in got for b in g)
+    assert got == [r._batches(3) for r in ranks] and got != [r._batches(4) for r in ranks]
+    assert ShardedBatches(items, 4, list, shuffle=False)._batches(0)[0] == [0, 1, 2, 3]

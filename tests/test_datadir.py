@@ -12,16 +12,8 @@ import pytest
 import soundfile as sf
 
 from xllm_cli import fsutil
-from xllm_cli.data.datadir import (
-    DataDir,
-    Utterance,
-    combine_datadirs,
-    fix_datadir,
-    sort_datadir,
-    split_datadir,
-    subset_datadir,
-    write_datadir,
-)
+from xllm_cli.data.datadir import DataDir, Utterance, write_datadir
+from xllm_cli.data.datadir_ops import combine_datadirs, fix_datadir, sort_datadir, split_datadir, subset_datadir
 from xllm_cli.data.validate import validate_datadir
 from xllm_cli.errors import XllmError
 
@@ -241,7 +233,7 @@ def test_good_dir_validates_cleanly(good):
     report = validate_datadir(good, check_audio=True)
     assert report.ok and report.errors == [] and report.warnings == []
     assert report.num_utterances == 5
-    assert DataDir.load(good).validate(check_audio=True).errors == []
+    assert validate_datadir(good, check_audio=True).errors == []
 
 
 def _replace_line(path: Path, number: int, new: str | None) -> None:
@@ -376,7 +368,7 @@ def test_check_audio_empty_and_too_long(good, monkeypatch):
     assert any(e.startswith(f"{good / 'wav.scp'}:1:") and "audio is empty" in e for e in errors), errors
     import xllm_cli.data.validate as validate_module
 
-    monkeypatch.setattr(validate_module, "probe_audio", lambda path: (4000.0, 16000))
+    monkeypatch.setattr(validate_module, "audio_info", lambda path: (4000.0, 16000))
     errors = validate_datadir(good, check_audio=True).errors
     assert any(e.startswith(f"{good / 'utt2spk'}:2:") and ">= 1 h" in e for e in errors), errors
 

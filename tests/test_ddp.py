@@ -7,7 +7,6 @@ writes checkpoints and logs.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from xllm_cli.training import checkpoint as ck
+from toy_family import toy_env
 
 WORKER = textwrap.dedent(
     """
@@ -24,7 +24,7 @@ WORKER = textwrap.dedent(
     from pathlib import Path
     from safetensors.torch import save_file
     from xllm_cli.training.distributed import init_distributed, cleanup
-    from xllm_cli.training.toy import build_toy
+    from toy_family import build_toy
     from xllm_cli.training.trainer import TrainOptions, Trainer
 
     torch.set_num_threads(1)
@@ -44,7 +44,7 @@ WORKER = textwrap.dedent(
 
 
 def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = toy_env()
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args],
         capture_output=True, text=True, env=env, timeout=180, cwd=cwd,
@@ -78,7 +78,7 @@ def test_cli_ngpu_relaunches_under_torchrun(tmp_path):
         "model: {type: toy, dim: 4}\ndata: {toy_utts: 16, toy_dev_utts: 4}\n"
         "stage1: {epochs: 1, lr: 0.01, log_interval: 1, batch: {batch_size: 2}}\n"
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = toy_env()
     proc = subprocess.run(
         [sys.executable, "-m", "xllm_cli", "train", "--stage", "1", "--config", "toy.yaml", "--exp", "exp",
          "--device", "cpu", "--ngpu", "2"],

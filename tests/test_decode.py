@@ -15,7 +15,13 @@ import pytest
 import soundfile as sf
 
 from xllm_cli.data.datadir import DataDir, Utterance, write_datadir
-from xllm_cli.decoding import decode as D
+from xllm_cli.decoding import bundle as bundle_module
+from xllm_cli.decoding import job
+from xllm_cli.decoding import results as R
+from xllm_cli.decoding.batches import make_batches
+from xllm_cli.decoding.bundle import load_for_decoding
+from xllm_cli.decoding.decode import run_decode
+from xllm_cli.decoding.options import DecodeOptions
 from xllm_cli.errors import XllmError
 from tiny_exp import build_tiny_exp
 
@@ -52,7 +58,7 @@ class FakeDecoder:
         self.answers, self.batch_size, self.seen = answers, batch_size, []
 
     def batches(self, utts):
-        for group in D.make_batches(utts, self.batch_size, None, lambda u: u.duration):
+        for group in make_batches(utts, self.batch_size, None, lambda u: u.duration):
             yield SimpleNamespace(utt_ids=[u.utt_id for u in group], durations=[u.duration for u in group])
 
     def decode(self, batch):
@@ -68,12 +74,12 @@ def test_decode_dir_contents_and_cer_result_line(tmp_path, capsys):
     exp = make_exp(tmp_path)
     answers = dict(ZH, **{"spk2-d": "你"})  # one deletion
     fake = FakeDecoder(answers)
-    summary = D.run_decode(D.DecodeOptions(exp=exp, data=data, stage=3, wer=True), decoder_factory=lambda o, s: fake)
+    summary = run_decode(DecodeOptions(exp=exp, data=data, stage=3, wer=True), decoder_factory=lambda o, s: fake)
     out = exp / "decode_test_stage3_llm_beam1"
     assert summary.decode_dir == out
     for name in ("hyp", "ref", "hyp.trn", "ref.trn", "per_utt", "result.txt", "decode.log", "nbest.jsonl"):
         assert (out / name).is_file(), name
-    assert not (out / D.PARTIAL).exists()
+    assert not (out / R.PARTIAL).exists()
     assert (out / "hyp").read_text(encoding="utf-8").splitlines()[0] == "spk1-a 今天天气很好"
     assert "spk2-d 你" in (out / "hyp").read_text(encoding="utf-8").splitlines()
     assert (out / "ref").read_text(encoding="utf-8").splitlines()[-1] == "spk2-d 你好"
@@ -95,7 +101,7 @@ def test_english_is_scored_as_wer(tmp_path):
     data = make_data(tmp_path / "data", en)
     exp = make_exp(tmp_path)
     fake = FakeDecoder({"a-1": "hello word", "a-2": "good morning to you"})
-    summary = D.run_decode(D.DecodeOptions(exp=exp, data=data, stage=3), decoder_factory=lambda o, s: fake)
+    summary = run_decode(DecodeOptions(exp=exp, data=data, stage=3), decoder_factory=lambda o, s: fake)
     m = RESULT_LINE.match(summary.result_lines[0])
     assert m and m.group(1) == "WER" and (m.group(3), m.group(4)) == ("1", "6")
 
@@ -103,7 +109,7 @@ def test_english_is_scored_as_wer(tmp_path):
 def test_data_without_text_writes_hyp_only(tmp_path):
     data = make_data(tmp_path / "data", ZH, with_text=False)
     exp = make_exp(tmp_path)
-    D.run_decode(D.DecodeOptions(exp=exp, data=data, stage=3), decoder_factory=lambda o, s: FakeDecoder(ZH))
+    run_decode(DecodeOptions(exp=exp, data=data, stage=3), decoder_factory=lambda o, s: FakeDecoder(ZH))
     out = exp / "decode_test_stage3_llm_beam1"
     assert len((out / "hyp").read_text(encoding="utf-8").splitlines()) == 4
     assert not (out / "result.txt").exists()
@@ -122,16 +128,16 @@ def test_data_without_text_writes_hyp_only(tmp_path):
 )
 def test_decode_dir_names(tmp_path, kwargs, name):
     exp = make_exp(tmp_path)
-    opts = D.DecodeOptions(exp=exp, data=tmp_path / "data" / "test", **kwargs)
-    assert D.decode_dir_for(opts, D.resolve_stage(opts)) == exp / name
+    opts = DecodeOptions(exp=exp, data=tmp_path / "data" / "test", **kwargs)
+    assert job.decode_dir_for(opts, job.resolve_stage(opts)) == exp / name
 
 
 def test_default_stage_is_the_latest_with_a_model(tmp_path):
     exp = make_exp(tmp_path, stages=(1, 2))
     (exp / "stage3" / "checkpoints").mkdir(parents=True)  # stage 3 still training: no model yet
-    assert D.resolve_stage(D.DecodeOptions(exp=exp, data=tmp_path)) == 2
+    assert job.resolve_stage(DecodeOptions(exp=exp, data=tmp_path)) == 2
     with pytest.raises(XllmError, match="no trained stage 2 or 3"):
-        D.resolve_stage(D.DecodeOptions(exp=make_exp(tmp_path / "other", stages=(1,)), data=tmp_path))
+        job.resolve_stage(DecodeOptions(exp=make_exp(tmp_path / "other", stages=(1,)), data=tmp_path))
 
 
 def test_killed_job_resumes_from_partial_results(tmp_path):
@@ -140,12 +146,12 @@ def test_killed_job_resumes_from_partial_results(tmp_path):
     out = exp / "decode_test_stage3_llm_beam1"
     out.mkdir(parents=True)
     # a run killed after its first batch, mid-way through writing the second
-    opts = D.DecodeOptions(exp=exp, data=data, stage=3)
-    (out / D.FINGERPRINT).write_text(json.dumps(D.decode_fingerprint(opts, 3)), encoding="utf-8")
+    opts = DecodeOptions(exp=exp, data=data, stage=3)
+    (out / R.FINGERPRINT).write_text(json.dumps(job.decode_fingerprint(opts, 3)), encoding="utf-8")
     first = json.dumps({"utt": "spk2-d", "nbest": [["你好", -0.1]], "dur": 0.8}, ensure_ascii=False)
-    (out / D.PARTIAL).write_text(first + "\n" + '{"utt": "spk2-c", "nb', encoding="utf-8")
+    (out / R.PARTIAL).write_text(first + "\n" + '{"utt": "spk2-c", "nb', encoding="utf-8")
     fake = FakeDecoder(ZH)
-    D.run_decode(opts, decoder_factory=lambda o, s: fake)
+    run_decode(opts, decoder_factory=lambda o, s: fake)
     assert sorted(u for b in fake.seen for u in b) == ["spk1-a", "spk1-b", "spk2-c"]
     assert (out / "hyp").read_text(encoding="utf-8").count("\n") == 4
     assert "resuming: 1 of 4" in (out / "decode.log").read_text(encoding="utf-8")
@@ -156,30 +162,30 @@ def test_rerun_reuses_results_only_of_the_same_model(tmp_path):
     exp = make_exp(tmp_path)
     model_file = exp / "stage3" / "best" / "model.safetensors"
     model_file.write_bytes(b"v1")
-    opts = D.DecodeOptions(exp=exp, data=data, stage=3)
+    opts = DecodeOptions(exp=exp, data=data, stage=3)
     first = FakeDecoder(ZH)
-    D.run_decode(opts, decoder_factory=lambda o, s: first)
+    run_decode(opts, decoder_factory=lambda o, s: first)
     out = exp / "decode_test_stage3_llm_beam1"
-    mtime = (out / D.NBEST).stat().st_mtime_ns
+    mtime = (out / R.NBEST).stat().st_mtime_ns
 
     again = FakeDecoder(ZH)  # same model, same options: scored again, not decoded
-    D.run_decode(opts, decoder_factory=lambda o, s: again)
-    assert again.seen == [] and (out / D.NBEST).stat().st_mtime_ns == mtime
+    run_decode(opts, decoder_factory=lambda o, s: again)
+    assert again.seen == [] and (out / R.NBEST).stat().st_mtime_ns == mtime
     assert "already decoded" in (out / "decode.log").read_text(encoding="utf-8")
 
     model_file.write_bytes(b"v2 retrained")  # a new model: decoded again, a stale partial file is dropped
-    (out / D.PARTIAL).write_text('{"utt": "spk1-a", "nbest": [["stale", 0.0]], "dur": 1.0}\n', encoding="utf-8")
+    (out / R.PARTIAL).write_text('{"utt": "spk1-a", "nbest": [["stale", 0.0]], "dur": 1.0}\n', encoding="utf-8")
     third = FakeDecoder(ZH)
-    D.run_decode(opts, decoder_factory=lambda o, s: third)
+    run_decode(opts, decoder_factory=lambda o, s: third)
     assert sorted(u for b in third.seen for u in b) == sorted(ZH)
     assert "stale" not in (out / "hyp").read_text(encoding="utf-8")
 
 
 def test_batches_sorted_longest_first_and_bounded_by_seconds():
     utts = [SimpleNamespace(utt_id=f"u{i}", duration=d) for i, d in enumerate([1.0, 5.0, 2.0, 4.0, 3.0, 0.5])]
-    groups = D.make_batches(utts, 4, None, lambda u: u.duration)
+    groups = make_batches(utts, 4, None, lambda u: u.duration)
     assert [[u.utt_id for u in g] for g in groups] == [["u1", "u3", "u4", "u2"], ["u0", "u5"]]
-    groups = D.make_batches(utts, None, 9.0, lambda u: u.duration)
+    groups = make_batches(utts, None, 9.0, lambda u: u.duration)
     assert all(len(g) * g[0].duration <= 9.0 or len(g) == 1 for g in groups)
     assert sorted(u.utt_id for g in groups for u in g) == sorted(u.utt_id for u in utts)
 
@@ -191,7 +197,7 @@ def test_batches_sorted_longest_first_and_bounded_by_seconds():
 )
 def test_bad_options_are_user_errors(tmp_path, kwargs):
     with pytest.raises(XllmError):
-        D.DecodeOptions(exp=tmp_path, data=tmp_path, **kwargs).validate()
+        DecodeOptions(exp=tmp_path, data=tmp_path, **kwargs).validate()
 
 
 def run_cli(*args, cwd=None):
@@ -257,10 +263,10 @@ def tiny(tmp_path_factory):
 
 def test_greedy_batch1_equals_batch32(tiny):
     """Left padding, the KV cache and per-utterance length bounds: the batch must not change the result."""
-    one = D.run_decode(D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, batch_size=1, tag="b1"))
-    many = D.run_decode(D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, batch_size=32, tag="b32"))
-    hyp1 = D.read_hyp(one.decode_dir / "hyp")
-    hyp32 = D.read_hyp(many.decode_dir / "hyp")
+    one = run_decode(DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, batch_size=1, tag="b1"))
+    many = run_decode(DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, batch_size=32, tag="b32"))
+    hyp1 = R.read_hyp(one.decode_dir / "hyp")
+    hyp32 = R.read_hyp(many.decode_dir / "hyp")
     assert len(hyp1) == 35
     assert len(set(hyp1.values())) >= 6  # the random model's outputs differ per utterance
     assert hyp1 == hyp32
@@ -269,17 +275,17 @@ def test_greedy_batch1_equals_batch32(tiny):
 
 
 def test_nar_and_beam_search_with_the_tiny_model(tiny):
-    nar = D.run_decode(D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, mode="nar", tag="nar"))
-    assert len(D.read_hyp(nar.decode_dir / "hyp")) == 35
-    beam = D.run_decode(D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, beam=3, nbest=3, batch_size=8,
+    nar = run_decode(DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, mode="nar", tag="nar"))
+    assert len(R.read_hyp(nar.decode_dir / "hyp")) == 35
+    beam = run_decode(DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, beam=3, nbest=3, batch_size=8,
                                         max_new_tokens=6))
     assert beam.decode_dir.name == "decode_test_stage3_llm_beam3"
-    nbest = D.read_nbest(beam.decode_dir / D.NBEST)
+    nbest = R.read_nbest(beam.decode_dir / R.NBEST)
     assert all(len(n) == 3 for n in nbest.values())
     assert all(len(t) <= 6 for n in nbest.values() for t, _ in n)  # --max-new-tokens holds (a token = a char here)
     scores = [s for _, s in nbest["spk0-000"]]
     assert scores == sorted(scores, reverse=True)
-    hyp = D.read_hyp(beam.decode_dir / "hyp")
+    hyp = R.read_hyp(beam.decode_dir / "hyp")
     assert all(hyp[u] == " ".join(n[0][0].split()) for u, n in nbest.items())
 
 
@@ -287,14 +293,14 @@ def test_ct2_rescoring_reranks_the_nbest(tiny):
     from xllm_cli.decoding.ct2 import export_llm_ct2
 
     export_llm_ct2(tiny.exp / "stage0" / "llm", tiny.exp / "ct2_llm")
-    opts = D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, beam=3, nbest=3, batch_size=16, max_new_tokens=5,
+    opts = DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, beam=3, nbest=3, batch_size=16, max_new_tokens=5,
                            rescore="ct2", lm_weight=1.0)
-    summary = D.run_decode(opts)
+    summary = run_decode(opts)
     out = summary.decode_dir
     assert out.name == "decode_test_stage3_llm_beam3_ct2rescore_lm1"
-    nbest = D.read_nbest(out / D.NBEST)
-    first = D.read_hyp(out / "hyp.first_pass")
-    hyp = D.read_hyp(out / "hyp")
+    nbest = R.read_nbest(out / R.NBEST)
+    first = R.read_hyp(out / "hyp.first_pass")
+    hyp = R.read_hyp(out / "hyp")
     assert set(hyp) == set(nbest) == set(first)
     assert all(hyp[u] in {" ".join(t.split()) for t, _ in nbest[u]} for u in hyp)
     assert "rescored 35 n-best lists" in (out / "decode.log").read_text(encoding="utf-8")
@@ -305,9 +311,9 @@ def test_rescore_without_export_is_a_user_error(tiny, tmp_path):
     exp = tmp_path / "exp2"
     (exp / "stage3").mkdir(parents=True)
     (exp / "stage3" / "best").symlink_to(tiny.exp / "stage3" / "best")
-    opts = D.DecodeOptions(exp=exp, data=tiny.data, stage=3, beam=2, nbest=2, rescore="ct2", max_new_tokens=2)
+    opts = DecodeOptions(exp=exp, data=tiny.data, stage=3, beam=2, nbest=2, rescore="ct2", max_new_tokens=2)
     with pytest.raises(XllmError, match="xllm export ct2"):
-        D.run_decode(opts)
+        run_decode(opts)
 
 
 def test_whisper_baseline_writes_the_same_decode_dir(tmp_path):
@@ -321,13 +327,13 @@ def test_whisper_baseline_writes_the_same_decode_dir(tmp_path):
     data = make_data(tmp_path / "data", {"a-1": "aaaa", "a-2": "aa aa", "a-3": "b"})
     exp = tmp_path / "exp"
     exp.mkdir()
-    summary = D.run_decode(D.DecodeOptions(exp=exp, data=data, whisper=whisper, batch_size=2, wer=True,
+    summary = run_decode(DecodeOptions(exp=exp, data=data, whisper=whisper, batch_size=2, wer=True,
                                              max_new_tokens=20))
     out = exp / "decode_test_whisper"
     assert summary.decode_dir == out
     for name in ("hyp", "ref", "hyp.trn", "ref.trn", "per_utt", "result.txt", "decode.log"):
         assert (out / name).is_file(), name
-    hyp = D.read_hyp(out / "hyp")
+    hyp = R.read_hyp(out / "hyp")
     assert set(hyp) == {"a-1", "a-2", "a-3"} and all(set(t) <= {"a", " "} and t for t in hyp.values())
     assert RESULT_LINE.match(summary.result_lines[0]).group(1) == "WER"
 
@@ -335,9 +341,9 @@ def test_whisper_baseline_writes_the_same_decode_dir(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_decode_on_gpu_in_bf16(tiny):
-    summary = D.run_decode(D.DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, device="cuda", batch_size=16,
+    summary = run_decode(DecodeOptions(exp=tiny.exp, data=tiny.data, stage=3, device="cuda", batch_size=16,
                                            tag="gpu"))
-    assert len(D.read_hyp(summary.decode_dir / "hyp")) == 35
+    assert len(R.read_hyp(summary.decode_dir / "hyp")) == 35
     assert "LLM in bf16" in (summary.decode_dir / "decode.log").read_text(encoding="utf-8")
 
 
@@ -347,16 +353,65 @@ def test_a_loader_thread_prepares_batches_where_a_core_is_free(tiny, monkeypatch
     import torch
 
     calls = []
-    monkeypatch.setattr(D, "prefetch", lambda items, depth=2: calls.append(depth) or iter(items))
-    bundle = D.load_for_decoding(tiny.exp, 3, "cpu")
-    groups = D.make_batches(DataDir.load(tiny.data).utterances(), 16, None, bundle.duration)
-    monkeypatch.setattr(D, "available_cores", lambda: torch.get_num_threads())
+    monkeypatch.setattr(bundle_module, "prefetch", lambda items, depth=2: calls.append(depth) or iter(items))
+    bundle = load_for_decoding(tiny.exp, 3, "cpu")
+    groups = make_batches(DataDir.load(tiny.data).utterances(), 16, None, bundle.duration)
+    monkeypatch.setattr(bundle_module, "available_cores", lambda: torch.get_num_threads())
     on_cpu = list(bundle.iter_batches(groups))
     assert calls == [] and sum(len(b.utt_ids) for b in on_cpu) == 35
-    monkeypatch.setattr(D, "available_cores", lambda: torch.get_num_threads() + 1)
+    monkeypatch.setattr(bundle_module, "available_cores", lambda: torch.get_num_threads() + 1)
     spare_core = list(bundle.iter_batches(groups))
     assert calls == [2] and [b.utt_ids for b in spare_core] == [b.utt_ids for b in on_cpu]
-    monkeypatch.setattr(D, "available_cores", lambda: torch.get_num_threads())
+    monkeypatch.setattr(bundle_module, "available_cores", lambda: torch.get_num_threads())
     bundle.device = "cuda"  # iter_batches only prepares CPU tensors: no GPU needed to check the policy
     list(bundle.iter_batches(groups))
     assert calls == [2, 2]
+
+
+# ----------------------------------------------------------------------------- systems registry, experiment configs
+
+
+def test_the_systems_registry_selects_by_mode_and_by_whisper(tmp_path):
+    from xllm_cli.decoding.systems import SYSTEMS, LlmSystem, NarSystem, WhisperSystem, mode_names, system_for
+
+    assert mode_names() == ("llm", "nar") and set(SYSTEMS) == {"llm", "nar", "whisper"}
+    assert system_for(DecodeOptions(exp=tmp_path, data=tmp_path)) is LlmSystem
+    assert system_for(DecodeOptions(exp=tmp_path, data=tmp_path, mode="nar")) is NarSystem
+    assert system_for(DecodeOptions(exp=tmp_path, data=tmp_path, whisper=tmp_path)) is WhisperSystem
+    with pytest.raises(XllmError, match="--mode must be one of llm, nar"):
+        DecodeOptions(exp=tmp_path, data=tmp_path, mode="whisper").validate()
+    opts = DecodeOptions(exp=tmp_path, data=tmp_path / "data" / "dev", whisper=tmp_path / "w", use_image=False)
+    assert job.resolve_stage(opts) is None and job.decode_dir_for(opts, None) == tmp_path / "decode_dev_whisper"
+
+
+def test_score_unit_counts_cjk_as_scoring_does():
+    from xllm_cli.decoding.language import score_unit
+
+    assert score_unit({"a": "今天 天气", "b": "ok"}) == "char"
+    assert score_unit({"a": "hello world 你好"}) == "word"
+    assert score_unit({"a": "〇〇 ab"}) == "char"  # 〇 is CJK for scoring (normalize.is_cjk), as for decode now
+
+
+def test_experiment_config_is_read_once_with_one_line_errors(tmp_path):
+    from xllm_cli import experiment as E
+
+    exp = make_exp(tmp_path, stages=(1, 3))
+    assert E.resolve_stage(exp) == 3 and E.resolve_stage(exp, 2) == 2 and E.resolve_stage(exp, among=(1,)) == 1
+    with pytest.raises(XllmError, match="no trained stage 2 model"):
+        E.resolve_stage(exp, among=(2,))
+    (exp / "stage3" / "config.yaml").write_text(
+        "features: {num_mel_bins: 80}\nmodel: {from_recipe: 1}\nstage3: {data: {num_frames: 4}}\n")
+    (exp / "stage3" / "best" / "config.yaml").write_text("model: {llm: {path: /some/llm}}\n")
+    cfg = E.load_experiment_config(exp, 3)
+    assert cfg["features"] == {"num_mel_bins": 80} and cfg["model"] == {"llm": {"path": "/some/llm"}}
+    assert E.num_frames(cfg, 3) == 4 and E.num_frames({"data": {"num_frames": 6}}, 3) == 6
+    assert E.num_frames({}, 3) == 8 and E.num_frames(E.load_experiment_config(exp, 1), 1) == 8
+    assert E.llm_path(cfg["model"]) == "/some/llm"
+    with pytest.raises(XllmError, match="no trained model for stage 2"):
+        E.load_experiment_config(exp, 2)
+    bad = exp / "stage3" / "config.yaml"
+    bad.write_text("features: [unclosed\n")
+    with pytest.raises(XllmError, match=rf"^{re.escape(str(bad))}:\d+: invalid YAML: "):
+        E.load_experiment_config(exp, 3)
+    with pytest.raises(XllmError, match=rf"^{re.escape(str(exp / 'stage2' / 'config.yaml'))}: not found"):
+        E.load_recipe(exp, 2, required=True)

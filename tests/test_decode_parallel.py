@@ -12,8 +12,11 @@ import pytest
 import soundfile as sf
 
 from xllm_cli.data.datadir import Utterance, write_datadir
-from xllm_cli.decoding import decode as D
+from xllm_cli.decoding import job
 from xllm_cli.decoding import parallel as P
+from xllm_cli.decoding.batches import make_batches
+from xllm_cli.decoding.decode import run_decode
+from xllm_cli.decoding.options import DecodeOptions
 from tiny_exp import build_tiny_exp
 
 TEXTS = {f"s{k % 3}-u{k:02d}": f"word{k} and {k * 7 % 5}" for k in range(9)}
@@ -35,7 +38,7 @@ class Fake:
     """Deterministic answers that depend on the utterance only (as greedy decoding should)."""
 
     def batches(self, utts):
-        for g in D.make_batches(utts, 2, None, lambda u: u.duration):
+        for g in make_batches(utts, 2, None, lambda u: u.duration):
             yield SimpleNamespace(utt_ids=[u.utt_id for u in g], durations=[u.duration for u in g])
 
     def decode(self, batch):
@@ -48,15 +51,15 @@ def in_process_launcher(calls: list):
     def launch(opts, parts, total):
         calls.append(list(parts))
         for k in parts:
-            part_opts = D.DecodeOptions(**{**vars(opts), "part": (k, opts.nj), "nj": 1})
-            D.run_decode(part_opts, decoder_factory=lambda o, s: Fake())
+            part_opts = DecodeOptions(**{**vars(opts), "part": (k, opts.nj), "nj": 1})
+            run_decode(part_opts, decoder_factory=lambda o, s: Fake())
 
     return launch
 
 
 def decode(tmp_path, nj, calls=None):
-    opts = D.DecodeOptions(exp=tmp_path / "exp", data=tmp_path / "data" / "test", stage=3, nj=nj, beam=2, nbest=2)
-    return D.run_decode(opts, decoder_factory=lambda o, s: Fake(), launcher=in_process_launcher(calls if calls is not None else []))
+    opts = DecodeOptions(exp=tmp_path / "exp", data=tmp_path / "data" / "test", stage=3, nj=nj, beam=2, nbest=2)
+    return run_decode(opts, decoder_factory=lambda o, s: Fake(), launcher=in_process_launcher(calls if calls is not None else []))
 
 
 @pytest.fixture
@@ -108,17 +111,60 @@ def test_rerun_skips_finished_parts(setup, tmp_path):
     assert (first.decode_dir / "hyp").read_text().count("\n") == 9
 
 
-def test_worker_arguments_are_a_list_with_the_part(tmp_path):
-    opts = D.DecodeOptions(exp=tmp_path / "e x p", data=tmp_path / "d", stage=3, nj=4, beam=3, nbest=2,
-                           use_image=False, max_batch_seconds=30.0)
-    args = P.worker_args(opts, 2, 4, threads=1)
-    assert args[:3] == [sys.executable, "-m", "xllm_cli"]
-    assert str(tmp_path / "e x p") in args  # a path with spaces stays one argument
+def test_worker_arguments_are_the_parents_with_the_part(tmp_path):
+    """A worker reruns the parent's own arguments, without --nj and with its own --part/--threads/--device."""
+    from typer.testing import CliRunner
+
+    from xllm_cli.decoding import decode as decode_module
+    from xllm_cli.main import app
+
+    seen = []
+    exp, data = tmp_path / "e x p", tmp_path / "d"
+    given = ["decode", "--exp", str(exp), "--data", str(data), "--stage", "3", "--nj", "4", "--beam", "3",
+             "--nbest=2", "--no-image", "--max-batch-seconds", "30", "--threads", "7", "--device", "cpu",
+             "--tag", "--nj"]  # a value that looks like an option stays a value
+    original = decode_module.run_decode
+    decode_module.run_decode = seen.append
+    try:
+        res = CliRunner().invoke(app, given)
+    finally:
+        decode_module.run_decode = original
+    assert res.exit_code == 0, res.output
+    (opts,) = seen
+    assert opts.nj == 4 and opts.beam == 3 and not opts.use_image and opts.tag == "--nj"
+    args = P.worker_command(opts, 2, 4, threads=1)
+    assert args[:4] == [sys.executable, "-m", "xllm_cli", "decode"]
+    assert f"--exp={exp}" in args  # a path with spaces stays one argument
+    assert "--nj" not in args and not any(a.startswith("--nj=") for a in args)
     i = args.index("--part")
     assert args[i + 1] == "2/4"
-    assert "--no-image" in args and args[args.index("--beam") + 1] == "3"
-    # the worker names the same decode directory as the parent
-    assert D.decode_tag(opts, 3) == "stage3_llm_beam3_noimage"
+    assert args[args.index("--threads") + 1] == "1" and "--threads=7" not in args  # cores / N, not the parent's
+    assert args[args.index("--device") + 1] == "cpu" and "--device=cpu" not in args
+    assert "--no-image" in args and "--beam=3" in args and "--nbest=2" in args and "--stage=3" in args
+    assert "--max-batch-seconds=30" in args and "--tag=--nj" in args
+    # the worker parses to the same options (but its part, threads and nj) and names the same decode directory
+    seen.clear()
+    decode_module.run_decode = seen.append
+    try:
+        res = CliRunner().invoke(app, args[3:])
+    finally:
+        decode_module.run_decode = original
+    assert res.exit_code == 0, res.output
+    (worker,) = seen
+    assert worker.part == (2, 4) and worker.nj == 1 and worker.threads == 1
+    assert {k: v for k, v in vars(worker).items() if k not in ("part", "nj", "threads", "argv")} == \
+        {k: v for k, v in vars(opts).items() if k not in ("part", "nj", "threads", "argv")}
+    assert job.decode_tag(worker, 3) == job.decode_tag(opts, 3) == "--nj"
+    no_tag = DecodeOptions(**{**vars(opts), "tag": None})
+    assert job.decode_tag(no_tag, 3) == "stage3_llm_beam3_noimage"
+
+
+def test_workers_need_the_command_line(tmp_path):
+    from xllm_cli.errors import XllmError
+
+    opts = DecodeOptions(exp=tmp_path, data=tmp_path, nj=2)  # built in Python, not by `xllm decode`
+    with pytest.raises(XllmError, match="DecodeOptions.argv"):
+        P.worker_command(opts, 1, 2, threads=1)
 
 
 def test_more_jobs_than_utterances_is_a_user_error(setup, tmp_path):
@@ -153,7 +199,7 @@ def test_cli_nj2_subprocesses_equal_nj1_and_rerun_skips(tmp_path):
                               capture_output=True, text=True, timeout=180, env=env)
 
     # nj 1 in this process; nj 2 as `xllm decode` spawning two `--part k/2` processes
-    one = D.run_decode(D.DecodeOptions(exp=exp, data=tmp_path / "data" / "test", stage=3, batch_size=3, tag="one"))
+    one = run_decode(DecodeOptions(exp=exp, data=tmp_path / "data" / "test", stage=3, batch_size=3, tag="one"))
     two = xllm("--tag", "two", "--nj", "2", "--wer")
     assert two.returncode == 0, two.stderr
     d1, d2 = one.decode_dir, exp / "decode_test_two"
@@ -165,6 +211,6 @@ def test_cli_nj2_subprocesses_equal_nj1_and_rerun_skips(tmp_path):
 
     mtimes = [(d2 / "split2" / k / "hyp").stat().st_mtime_ns for k in ("1", "2")]
     # the rerun (in this process, with the real subprocess launcher) finds both parts finished
-    D.run_decode(D.DecodeOptions(exp=exp, data=tmp_path / "data" / "test", stage=3, batch_size=3, tag="two", nj=2))
+    run_decode(DecodeOptions(exp=exp, data=tmp_path / "data" / "test", stage=3, batch_size=3, tag="two", nj=2))
     assert [(d2 / "split2" / k / "hyp").stat().st_mtime_ns for k in ("1", "2")] == mtimes
     assert "part 1/2 already decoded" in (d2 / "decode.log").read_text()

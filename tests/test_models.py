@@ -11,7 +11,9 @@ import yaml
 
 from xllm_cli.data.batch import Batch
 from xllm_cli.models.tiny_llm import create_tiny_llm
-from xllm_cli.models.xllm import XLLM, load_model, save_model
+from xllm_cli.models.saved_model import load_model, save_model
+from xllm_cli.models.xllm import XLLM
+from xllm_cli.training.xllm_family import XLLM_FAMILY
 
 torch.set_num_threads(1)
 
@@ -76,7 +78,7 @@ EXPECTED = {
 def test_stage_losses_and_gradients(cfg, stage, modality):
     torch.manual_seed(0)
     model = XLLM.from_config(cfg)
-    model.configure_stage(stage, modality)
+    XLLM_FAMILY.configure_stage(model, stage, modality)
     model.train()
     out = model(make_batch(4), stage)
     assert torch.isfinite(out.loss) and out.loss.ndim == 0
@@ -105,14 +107,14 @@ def test_stage_losses_and_gradients(cfg, stage, modality):
 
 def test_stage1_speech_logs_and_train_modules_override(cfg):
     model = XLLM.from_config(cfg)
-    model.configure_stage(1, "all")
+    XLLM_FAMILY.configure_stage(model, 1, "all")
     out = model(make_batch(4), 1)
     assert {"cif_ce", "cif_quantity", "cif_ctc", "itc"} <= set(out.logs)
-    model.configure_stage(3, train_modules=["speech_adapter", "cformer"])
+    XLLM_FAMILY.configure_stage(model, 3, train_modules=["speech_adapter", "cformer"])
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"speech_adapter", "cformer"}
     with pytest.raises(Exception):
-        model.configure_stage(3, train_modules=["nonsense"])
+        XLLM_FAMILY.configure_stage(model, 3, train_modules=["nonsense"])
 
 
 def test_labels_only_on_target(cfg):
@@ -218,7 +220,7 @@ def test_chat_template_path(cfg, tmp_path):
     assert first[0] == bos  # "<s>" in the template is the BOS token, not three characters
     assert pieces[0] == "<s><image>" and pieces[1] == "</image><speech>"
     assert list(lay.items[-1])[-3:] == [eos, bos] + model.tokenizer(":", add_special_tokens=False)["input_ids"]
-    model.configure_stage(2, "speech")
+    XLLM_FAMILY.configure_stage(model, 2, "speech")
     model.train()
     out = model(make_batch(2, images=False, video=False), 2)
     assert torch.isfinite(out.loss)
@@ -229,7 +231,7 @@ def test_chat_template_path(cfg, tmp_path):
 def test_save_load_round_trip(cfg, tmp_path):
     torch.manual_seed(0)
     model = XLLM.from_config(cfg)
-    model.configure_stage(1, "all")
+    XLLM_FAMILY.configure_stage(model, 1, "all")
     model.train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     model(make_batch(4), 1).loss.backward()
@@ -249,11 +251,11 @@ def test_save_load_round_trip(cfg, tmp_path):
     a, b = loaded.generate(batch, max_new_tokens=6), model.generate(batch, max_new_tokens=6)
     assert [h[0][0] for h in a] == [h[0][0] for h in b]
     assert all(abs(x[0][1] - y[0][1]) < 1e-5 for x, y in zip(a, b))
-    loaded.configure_stage(2, "speech")
-    model.configure_stage(2, "speech")
+    XLLM_FAMILY.configure_stage(loaded, 2, "speech")
+    XLLM_FAMILY.configure_stage(model, 2, "speech")
     torch.testing.assert_close(loaded(batch, 2).loss, model(batch, 2).loss)
     # stage 0 trains the LLM: then its weights must be saved
-    model.configure_stage(0)
+    XLLM_FAMILY.configure_stage(model, 0)
     save_model(model, cfg, tmp_path / "m0")
     with safe_open(str(tmp_path / "m0" / "model.safetensors"), "pt") as f:
         assert any(k.startswith("llm.") for k in f.keys())
@@ -293,7 +295,7 @@ def test_pretrained_parts_are_referenced_not_copied(cfg, tmp_path):
     c["cformer"].update(d_model=32)
     c["vision_encoder"] = {"path": str(tmp_path / "clip")}
     model = XLLM.from_config(c)
-    model.configure_stage(1, "all")
+    XLLM_FAMILY.configure_stage(model, 1, "all")
     assert not any(p.requires_grad for p in model.speech_encoder.parameters())  # pretrained: frozen
     assert not any(p.requires_grad for p in model.vision_encoder.parameters())
     model.train()
@@ -311,7 +313,7 @@ def test_pretrained_parts_are_referenced_not_copied(cfg, tmp_path):
     # fine-tuning the pretrained encoder makes it part of the saved model
     c["speech_encoder"]["finetune"] = True
     model.cfg = c
-    model.configure_stage(1, "speech")
+    XLLM_FAMILY.configure_stage(model, 1, "speech")
     assert all(p.requires_grad for p in model.speech_encoder.encoder.layers.parameters())
     save_model(model, c, tmp_path / "m2")
     with safe_open(str(tmp_path / "m2" / "model.safetensors"), "pt") as f:
@@ -319,7 +321,7 @@ def test_pretrained_parts_are_referenced_not_copied(cfg, tmp_path):
     # ... and stays in it when a later stage, with the encoder frozen again, saves the model anew
     reloaded = load_model(tmp_path / "m2")
     assert reloaded.trained_pretrained == {"speech_encoder"}
-    reloaded.configure_stage(2, "speech")
+    XLLM_FAMILY.configure_stage(reloaded, 2, "speech")
     save_model(reloaded, c, tmp_path / "m3")
     with safe_open(str(tmp_path / "m3" / "model.safetensors"), "pt") as f:
         assert any(k.startswith("speech_encoder.") for k in f.keys())
@@ -336,7 +338,7 @@ def test_bf16_llm_with_fp32_interfaces(cfg, device):
     model = XLLM.from_config(c).to(device)
     assert model.llm.get_input_embeddings().weight.dtype == torch.bfloat16
     assert model.speech_adapter[0].weight.dtype == torch.float32  # trained parts stay fp32
-    model.configure_stage(2, "speech")
+    XLLM_FAMILY.configure_stage(model, 2, "speech")
     model.train()
     out = model(make_batch(2).to(device), 2)
     assert torch.isfinite(out.loss)
@@ -395,7 +397,7 @@ def test_aligned_speech_positions_in_training_and_generation(cfg):
                 q = torch.cat([q, q[:, -1:] + 1], 1)
         assert hyps[b][0][0] == model.tokenizer.decode(out, skip_special_tokens=True).strip()
     # stage 0 and 2 train with the same layout
-    model.configure_stage(0)
+    XLLM_FAMILY.configure_stage(model, 0)
     model.train()
     assert torch.isfinite(model(make_batch(2), 0).loss)
 

@@ -13,7 +13,9 @@ import pytest
 import soundfile as sf
 
 from xllm_cli.corpora import aishell as aishell_mod
-from xllm_cli.corpora.aishell import parse_wav_header, prepare_aishell, wav_duration
+from xllm_cli.corpora.aishell import prepare_aishell
+from xllm_cli.data.durations import wav_duration
+from xllm_cli.data.wavheader import parse_wav_header
 from xllm_cli.corpora.aishell2 import prepare_aishell2
 from xllm_cli.data.tables import read_table
 from xllm_cli.errors import XllmError

@@ -105,3 +105,31 @@ def test_cli(folder, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stderr.strip().endswith("audio folder not found")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- issue 12 ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_never_deletes_the_users_own_files(folder, tmp_path, same):
+    """``xllm prep dir A A`` (or into a folder of the user's own files) must not remove
+    their ``segments`` and ``prompt``, which a data directory write drops as stale."""
+    data = folder if same else tmp_path / "theirs"
+    data.mkdir(exist_ok=True)
+    (data / "segments").write_text("mine\n")
+    (data / "prompt").write_text("mine too\n")
+    proc = subprocess.run([sys.executable, "-m", "xllm_cli", "prep", "dir", str(folder), str(data)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and str(data) in proc.stderr
+    assert (data / "segments").read_text() == "mine\n" and (data / "prompt").read_text() == "mine too\n"
+    assert not (data / "wav.scp").exists() and not (data / "prep_dir.log").exists()
+    with pytest.raises(XllmError, match="segments"):
+        prepare_dir(folder, data)
+
+
+def test_rerun_into_its_own_data_dir_is_fine(folder, tmp_path):
+    data = tmp_path / "d"
+    prepare_dir(folder, data)
+    prepare_dir(folder, data)
+    assert len(read_table(data / "text")) == 3

@@ -84,3 +84,28 @@ def test_cli_reports_bad_json_in_one_line(media, tmp_path):
     assert proc.returncode != 0
     assert "broken.jsonl:2: invalid JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- issue 12 ---------------------------------------------------------------
+
+
+def test_jsonl_with_one_record_is_accepted(media, tmp_path):
+    manifest = media / "one.jsonl"
+    manifest.write_text(json.dumps(records()[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    assert prepare_manifest(manifest, tmp_path / "one") == 1
+    assert read_table(tmp_path / "one" / "text")["spkA-d0"] == "图片 里 有 0 个 苹果"
+
+
+@pytest.mark.parametrize("value, kind", [(["a", "b"], "array"), ({"zh": "x"}, "object"), (12, "number")])
+def test_text_that_is_not_a_string_names_file_and_line(media, tmp_path, value, kind):
+    bad = records()
+    bad[1]["asr"] = value
+    manifest = media / "typed.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in bad) + "\n")
+    with pytest.raises(XllmError, match=rf"typed.jsonl:2: 'asr' must be a string, not a JSON {kind}"):
+        prepare_manifest(manifest, tmp_path / "out")
+    listed = media / "typed.json"
+    listed.write_text(json.dumps(bad))
+    with pytest.raises(XllmError, match=r"typed.json: 'asr' must be a string.*\(record 2\)"):
+        prepare_manifest(listed, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

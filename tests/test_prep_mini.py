@@ -231,3 +231,16 @@ def test_missing_espeak_binary_message(monkeypatch):
     with pytest.raises(XllmError, match="espeak-ng not found") as e:
         mini_tts.get_engine("binary")
     assert "apt-get install espeak-ng" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_empty_span_sidecar_left_by_a_kill_is_redone(corpus):
+    """Issue 12: a kill between the wav and its ``.span`` sidecar left an empty sidecar, and
+    every rerun failed with a bare JSONDecodeError; now the utterance is made again."""
+    data, _ = corpus
+    prepare_mini(data, MiniOptions(scale=float(SCALE), jobs=1), progress=False)  # all done
+    span = sorted((data / "audio" / "test").glob("*.span"))[0]
+    good = span.read_text()
+    span.write_text("")
+    report = prepare_mini(data, MiniOptions(scale=float(SCALE), jobs=1), progress=False)
+    assert report.made == 1 and span.read_text() == good
+    assert not [p for p in span.parent.iterdir() if p.name.startswith(".")]  # no temp files left

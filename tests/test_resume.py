@@ -1,6 +1,6 @@
 """Exact resume: a run killed mid-way and resumed ends with the same weights as an uninterrupted one.
 
-The run is a real `python -m xllm_cli train` subprocess on the toy model; it dies
+The run is a real `python -m xllm_cli train` subprocess on the tests' toy family; it dies
 abruptly (os._exit, like a kill: no cleanup, no final checkpoint) after a step that
 is not a checkpoint step, so the resumed run must replay steps from the checkpoint
 with the same data order, dropout masks, optimizer moments and learning rates.
@@ -8,7 +8,6 @@ with the same data order, dropout masks, optimizer moments and learning rates.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from xllm_cli.training import checkpoint as ck
+from toy_family import toy_env
 
 RECIPE = """
 model: {type: toy, dim: 8, dropout: 0.2}
@@ -35,8 +35,7 @@ stage1:
 
 
 def train(tmp_path: Path, exp: str, extra_env: dict | None = None, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.update(extra_env or {})
+    env = toy_env(**(extra_env or {}))
     return subprocess.run(
         [sys.executable, "-m", "xllm_cli", "train", "--stage", "1", "--config", str(tmp_path / "toy.yaml"),
          "--exp", str(tmp_path / exp), "--device", "cpu", "--threads", "1", *args],

@@ -103,3 +103,20 @@ def test_sclite_agrees_with_our_counts(tmp_path):
         ours.n, ours.errors, ours.ins, ours.dels, ours.subs, ours.correct)
     assert (sc.sentences, sc.sentence_errors) == (ours.sentences, ours.sentence_errors)
     assert sc.ins > 0 and sc.dels > 0 and sc.subs > 0
+
+
+def test_score_out_holding_the_hyp_never_rewrites_it(tmp_path):
+    """Issue 12: ``xllm score REF DIR/hyp --out DIR`` rewrote DIR/hyp with only REF's utterances."""
+    out = tmp_path / "decode"
+    out.mkdir()
+    extra = {**HYP, "s9-u9": "没有参考的句子"}
+    ref, hyp = _write(tmp_path / "ref_in", REF), _write(out / "hyp", extra)
+    before = hyp.read_bytes()
+    res = runner.invoke(app, ["score", str(ref), str(hyp), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert hyp.read_bytes() == before
+    assert (out / "result.txt").is_file() and (out / "hyp.trn").is_file() and (out / "ref").is_file()
+    # the same for the reference living in --out
+    res = runner.invoke(app, ["score", str(out / "ref"), str(hyp), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert hyp.read_bytes() == before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +14,13 @@ from typer.testing import CliRunner
 
 from xllm_cli.main import app
 from xllm_cli.training import checkpoint as ck
+from toy_family import toy_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def xllm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = toy_env()  # recipes with model: {type: toy} need the tests' toy family
     return subprocess.run([sys.executable, "-m", "xllm_cli", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=180)
 
@@ -173,7 +173,7 @@ def test_stages_0_to_3_run_end_to_end(tmp_path, monkeypatch):
     log = (tmp_path / "exp" / "stage2" / "train.log").read_text(encoding="utf-8")
     assert "starts from exp/stage1/best" in log and "CER" in log
     run(["average", "--exp", "exp", "--stage", "3", "--num", "2"])
-    from xllm_cli.models.xllm import load_model
+    from xllm_cli.models.saved_model import load_model
 
     model = load_model(ck.stage_model_dir("exp", 3))
     assert ck.stage_model_dir("exp", 3).name == "averaged" and model.tokenizer is not None

@@ -1,4 +1,7 @@
-"""The generic training loop on a toy model: schedule, learning, accumulation, checkpoints, CER, errors."""
+"""The generic training loop on a toy model: schedule, learning, accumulation, checkpoints, CER, errors.
+
+The toy model is the tests' own family (tests/toy_family.py), registered like an extension.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ import torch
 from xllm_cli.errors import XllmError
 from xllm_cli.training import checkpoint as ck
 from xllm_cli.training.schedule import Schedule
-from xllm_cli.training.toy import build_toy, save_toy
-from xllm_cli.training.trainer import TrainOptions, Trainer, char_errors, edit_distance
+from xllm_cli.training.trainer import TrainOptions, Trainer, char_errors
+from toy_family import build_toy, save_toy
 
 torch.set_num_threads(1)
 
@@ -36,10 +39,23 @@ def test_schedules():
         Schedule("exp")
 
 
-def test_edit_distance_and_cer_counts():
-    assert edit_distance("kitten", "sitting") == 3
-    assert char_errors("今天 天气", "今天天汽好") == (2, 4)  # spaces ignored, 1 sub + 1 ins
-    assert char_errors("", "") == (0, 0)
+def test_cer_counts():
+    assert char_errors(["kitten"], ["sitting"]) == (3, 6)  # the minimum edit distance
+    assert char_errors(["今天 天气"], ["今天天汽好"]) == (2, 4)  # spaces ignored, 1 sub + 1 ins
+    assert char_errors(["你好。", "ab"], ["你好", ""]) == (3, 5)  # punctuation counts; summed over pairs
+    assert char_errors([""], [""]) == (0, 0) and char_errors([], []) == (0, 0)
+
+
+def test_families_are_looked_up_by_model_type():
+    from toy_family import ToyFamily
+
+    from xllm_cli.training.family import get_family
+    from xllm_cli.training.xllm_family import XLLMFamily
+
+    assert isinstance(get_family("toy"), ToyFamily)  # registered by importing toy_family
+    assert isinstance(get_family(None), XLLMFamily) and get_family("xllm") is get_family(None)
+    with pytest.raises(XllmError, match="no such model family"):
+        get_family("nonsense")
 
 
 def test_toy_learns_keeps_best_checkpoints_and_exports_best(tmp_path):

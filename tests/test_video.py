@@ -8,8 +8,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from xllm_cli.data.audio import audio_duration, load_audio
-from xllm_cli.data.video import frame_times, sample_frames, video_duration
+from xllm_cli.data.audio import load_audio
+from xllm_cli.data.durations import audio_duration, video_duration
+from xllm_cli.data.video import frame_times, sample_frames
 from xllm_cli.errors import XllmError
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
+import re
 import sys
 import traceback
 from typing import Optional
@@ -73,13 +75,7 @@ def main(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"xllm_cli.commands.{_name}")
-    except ModuleNotFoundError as _e:  # a verb module not written yet must not break the others
-        if _e.name != f"xllm_cli.commands.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"xllm_cli.commands.{_name}").register(app)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -93,9 +89,11 @@ def run(argv: list[str] | None = None) -> None:
     if "--debug" in args:
         _state["debug"] = True
     try:
-        app(args=args, prog_name="xllm", standalone_mode=False)
+        # Without standalone mode Typer *returns* what ctx.exit()/typer.Exit(code) gave
+        # (and 130 for Ctrl-C) instead of exiting: that code is the process's status.
+        code = app(args=args, prog_name="xllm", standalone_mode=False)
     except typer.Exit as e:
-        sys.exit(e.exit_code)
+        sys.exit(exit_status(e.exit_code))
     except typer.Abort:
         _fail("aborted", 130)
     except ClickException as e:  # usage errors: click's own message, exit code 2
@@ -109,11 +107,50 @@ def run(argv: list[str] | None = None) -> None:
         if _state["debug"]:
             traceback.print_exc()
         _fail(str(e))
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused a file
+        if _state["debug"]:
+            traceback.print_exc()
+        _fail(_refused_pickle(e))
     except Exception as e:  # anything else is our bug: still one line unless debugging
         if _state["debug"]:
             traceback.print_exc()
             sys.exit(1)
-        _fail(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
+        _fail(f"{type(e).__name__}: {_first_line(e)} (rerun with --debug for the traceback)")
+    status = exit_status(code)
+    if status == 130:
+        _fail("interrupted", 130)
+    if status:
+        sys.exit(status)
+
+
+def exit_status(code: object) -> int:
+    """The process status for what a command returned or exited with.
+
+    An int is the status (a child's ``-N``, killed by signal N, becomes ``128+N``
+    as a shell reports it; ``bool`` and other values are not statuses and mean 0).
+    """
+    if isinstance(code, bool) or not isinstance(code, int):
+        return 0
+    if code < 0:
+        return 128 - code
+    return code if code < 256 else 1
+
+
+def _refused_pickle(e: BaseException) -> str:
+    """One line for a pickle ``torch.load(weights_only=True)`` refused.
+
+    torch's own message advises ``weights_only=False``, i.e. running code from the
+    file: never repeat that advice for a file that may be untrusted.
+    """
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+    what = f" (it names {found.group(1)})" if found else ""
+    return f"refused to load a pickled file that holds more than plain tensors{what}; xllm loads only tensors and plain data"
+
+
+def _first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message (some, e.g. torch's, run to pages)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 if __name__ == "__main__":

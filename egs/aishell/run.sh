@@ -6,7 +6,7 @@
 # Usage: bash run.sh --corpus /data/aishell [--ngpu 8] [--stage N] [--stop-stage N]
 #   --corpus   folder holding data_aishell/ (tarballs as distributed, or extracted)
 #   --ngpu     GPUs per node for torchrun DDP (multi-node: set XLLM_NNODES, XLLM_RDZV)
-#   --config   training recipe (default conf/train.yaml: Whisper-small + Qwen2.5-1.5B)
+#   --config   training recipe (default conf/train.yaml: Whisper-medium + Qwen2.5-1.5B)
 # Stages: 0 prep  1 validate  2 stage 1 (C-Former on AISHELL, speed perturbed)
 #         3 stage 2 (align with the LLM)  4 stage 3 (instruction mix)  5 average
 #         6 decode dev/test + score  7 results table

@@ -11,7 +11,7 @@ if want 1; then
 fi
 
 # Speed perturbation (0.9/1.0/1.1) and SpecAugment run on the fly in the data
-# pipeline (features.speed_perturb / features.spec_augment in the config).
+# pipeline (stageN.batch.speed_perturb / stageN.batch.spec_augment, or data.batch.*, in the config).
 for n in 1 2 3; do
   if want $((n + 1)); then
     banner $((n + 1)) "training stage $n on $ngpu GPU(s)"

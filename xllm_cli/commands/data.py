@@ -1,4 +1,4 @@
-"""``xllm data``: inspect and transform Kaldi-style data directories (DESIGN.md §3).
+"""``xllm data``: inspect and transform Kaldi-style data directories (docs/data-dir.md).
 
 Results (``OK`` lines, ``info``) go to stdout; problems and notes to stderr.
 """
@@ -84,7 +84,8 @@ def fix_cmd(directory: Path = typer.Argument(..., metavar="DIR", help="Data dire
 
     Example: xllm data fix data/train
     """
-    from ..data.datadir import DataDir, fix_datadir
+    from ..data.datadir import DataDir
+    from ..data.datadir_ops import fix_datadir
 
     notes = fix_datadir(directory)
     for note in notes:
@@ -103,7 +104,7 @@ def sort_cmd(directory: Path = typer.Argument(..., metavar="DIR", help="Data dir
 
     Example: xllm data sort data/train
     """
-    from ..data.datadir import sort_datadir
+    from ..data.datadir_ops import sort_datadir
 
     changed = sort_datadir(directory)
     print(f"{directory}: sorted {', '.join(changed)}" if changed else f"{directory}: already sorted")
@@ -126,7 +127,8 @@ def split_cmd(
 
     Example: xllm data split data/test 8 --per-spk
     """
-    from ..data.datadir import DataDir, split_datadir
+    from ..data.datadir import DataDir
+    from ..data.datadir_ops import split_datadir
 
     parts = split_datadir(directory, num_parts, per_spk=per_spk)
     sizes = [len(DataDir.load(p)) for p in parts]
@@ -154,7 +156,7 @@ def subset_cmd(
 
     Example: xllm data subset data/train data/train_1k --first 1000
     """
-    from ..data.datadir import subset_datadir
+    from ..data.datadir_ops import subset_datadir
 
     sub, warnings = subset_datadir(directory, out, first=first, last=last, utt_list=utt_list, spk_list=spk_list)
     _warn(warnings)
@@ -173,7 +175,7 @@ def combine_cmd(
 
     Example: xllm data combine data/train_all data/train data/train_img
     """
-    from ..data.datadir import combine_datadirs
+    from ..data.datadir_ops import combine_datadirs
 
     combined, warnings = combine_datadirs(out, directories)
     _warn(warnings)

@@ -6,9 +6,37 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
+
+_ARGS = "xllm_cli.decode.args"  # click Context.meta key: the decode arguments as given
+
+
+class _KeepsItsArguments(TyperCommand):
+    """Keeps the arguments ``xllm decode`` was given, so that the --nj workers can rerun them."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        given = list(args)  # click's parser consumes the list it is handed
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta[_ARGS] = _one_item_per_option(self, given)
+        return ctx
+
+
+def _one_item_per_option(command: TyperCommand, args: list[str]) -> list[str]:
+    """``--name value`` -> ``--name=value`` for options that take a value; flags stay as they are."""
+    takes_value = {name for p in command.params if p.param_type_name == "option" and not p.is_flag for name in p.opts}
+    out, i = [], 0
+    while i < len(args):
+        if args[i] in takes_value and i + 1 < len(args):
+            out.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+        else:
+            out.append(args[i])
+            i += 1
+    return out
 
 
 def decode(
+    ctx: typer.Context,
     exp: Path = typer.Option(..., "--exp", help="Experiment directory (EXP/stageN/best or averaged holds the model)."),
     data: Path = typer.Option(..., "--data", help="Kaldi data directory to decode; its basename names the set."),
     stage: Optional[int] = typer.Option(None, "--stage", help="Model of this stage (default: latest of 3, 2 for llm; 1 for nar)."),
@@ -50,16 +78,18 @@ def decode(
 
     Example: xllm decode --exp exp/mini --data data/test --stage 3 --beam 4 --wer --nj 2
     """
-    from ..decoding.decode import DecodeOptions, parse_part, run_decode
+    from ..decoding.decode import run_decode
+    from ..decoding.options import DecodeOptions, parse_part
 
     opts = DecodeOptions(
         exp=exp, data=data, stage=stage, mode=mode, beam=beam, nbest=nbest, batch_size=batch_size,
         max_batch_seconds=max_batch_seconds, max_new_tokens=max_new_tokens, nj=nj, use_image=not no_image,
         use_video=not no_video, device=device, tag=tag, wer=wer, rescore=rescore, lm_weight=lm_weight,
         whisper=whisper, part=parse_part(part) if part else None, threads=threads,
+        argv=ctx.meta.get(_ARGS),
     )
     run_decode(opts)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("decode")(decode)
+    app.command("decode", cls=_KeepsItsArguments)(decode)

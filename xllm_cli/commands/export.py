@@ -25,6 +25,17 @@ export_app = typer.Typer(
 _QUANT_HELP = "Weight type: int8 (default; fast on CPU), int8_float32, int8_float16, int8_bfloat16, int16, float16, bfloat16, float32."
 
 
+def _check_out(out: Path, source: Path) -> None:
+    """Refuse an --out that is, or contains, the model being converted.
+
+    The converter replaces --out as a whole (with --force): the input would be
+    deleted with it, and the conversion would fail half-way on a missing model.
+    """
+    out_real, src_real = out.resolve(), source.resolve()
+    if out_real == src_real or out_real in src_real.parents:
+        raise XllmError(f"{out}: --out is or contains the input model {source}; give another output directory")
+
+
 def _up_to_date(out: Path, source: Path, quantization: str) -> bool:
     info = out / "xllm_export.json"
     if not info.is_file() or not (out / "model.bin").is_file():
@@ -66,6 +77,7 @@ def export_ct2_cmd(
         if exp is None:
             raise XllmError("--out DIR is needed with --llm and no experiment directory")
         out = Path(exp) / "ct2_llm"
+    _check_out(out, llm_dir)
     if out.exists() and not force and _up_to_date(out, llm_dir, quantization):
         print(f"{out}: up to date ({llm_dir}, {quantization})")
         return
@@ -89,6 +101,7 @@ def export_whisper_cmd(
     """
     from ..decoding.ct2 import convert_to_ct2
 
+    _check_out(out, model_dir)
     if out.exists() and not force and _up_to_date(out, model_dir, quantization):
         print(f"{out}: up to date ({model_dir}, {quantization})")
         return

@@ -24,15 +24,9 @@ prep_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Sub-commands that live in their own modules; a module not written yet must not break the others.
+# Sub-commands that live in their own modules.
 for _name in ("prep_mini", "prep_manifest"):
-    try:
-        _module = importlib.import_module(f"{__package__}.{_name}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"{__package__}.{_name}":
-            raise
-        continue
-    _module.add_to(prep_app)
+    importlib.import_module(f"{__package__}.{_name}").add_to(prep_app)
 
 
 def register(app: typer.Typer) -> None:
@@ -134,7 +128,9 @@ def own_dir(
 
     Example: xllm prep dir ~/recordings data/mine --ext wav,flac
     """
-    from ..corpora.generic import prepare_dir
+    from ..corpora.generic import check_output_dir, prepare_dir
 
+    if audio_dir.is_dir():
+        check_output_dir(audio_dir, data)  # before the log file goes into DATA
     _run_prep(data, "prep_dir.log", audio_dir, "audio folder",
               lambda: prepare_dir(audio_dir, data, tsv=tsv, extensions=ext, jobs=jobs))

@@ -64,7 +64,7 @@ def score_cmd(
     result = score_texts(refs, hyps, unit=unit, normalize=opts, utt2spk=spk_map)
     if out is not None:  # written before anything is printed: a failed write prints no result
         try:
-            write_decode_dir(out, result)
+            write_decode_dir(out, result, keep=(ref, hyp))  # --out may be where HYP lives: never rewrite it
         except OSError as e:  # e.g. a parent of --out is a file, or no permission
             raise XllmError(f"{out}: cannot write the decode directory ({e.strerror or e})") from None
     for line in result_lines(result, str(out) if out is not None else ""):

@@ -54,7 +54,8 @@ def train(
     import torch
 
     from ..training.distributed import cleanup, init_distributed
-    from ..training.stages import StageRequest, run_stage
+    from ..training.stage_data import StageRequest
+    from ..training.stages import run_stage
 
     if threads:
         torch.set_num_threads(threads)

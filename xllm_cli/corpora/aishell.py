@@ -24,12 +24,12 @@ letters are upper-cased, as the WeNet and lhotse recipes do, so that the rare
 English letters score consistently.
 
 Speed. Durations come from parsing the RIFF header of each wav directly
-(:func:`wav_duration`; a few microseconds, no decoding) with a soundfile
+(:func:`xllm_cli.data.durations.wav_duration`; a few microseconds, no decoding) with a soundfile
 fallback for anything unusual; folders are listed with ``os.scandir``. The
 real corpus (141,925 wavs) prepares in seconds once the file system has it
 cached.
 
-The helpers at the bottom (header parsing, text clean-up, writing several sets
+The helpers at the bottom (text clean-up, duration listing, writing several sets
 at once without leaving half-written ones) are shared by the AISHELL-2 and
 generic-folder preparations.
 """
@@ -39,12 +39,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..console import log, progress_bar
+from ..data.durations import wav_duration
 from ..data.tables import decode_line
 from ..errors import XllmError, at
 from .archive import is_extracted, safe_extract
@@ -270,75 +270,6 @@ def clean_text(text: str, remove_spaces: bool, upper: bool = True) -> str:
     if remove_spaces:
         return "".join(text.split())
     return _WHITESPACE.sub(" ", text).strip()
-
-
-# RIFF/WAVE format tags whose duration is data bytes / block align / rate.
-_PCM_LIKE = {1, 3, 6, 7}
-_EXTENSIBLE = 0xFFFE
-
-
-def parse_wav_header(fd: int, size: int) -> float | None:
-    """Duration in seconds from a RIFF/WAVE header read through ``fd``, or None if unusual."""
-    head = os.pread(fd, 512, 0)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    pos = 12
-    fmt = None
-    while True:
-        if pos + 8 > len(head):
-            chunk = os.pread(fd, 8, pos)
-            if len(chunk) < 8:
-                return None
-            cid, n = chunk[:4], struct.unpack_from("<I", chunk, 4)[0]
-        else:
-            cid, n = head[pos:pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
-        if cid == b"fmt ":
-            body = head[pos + 8:pos + 8 + min(n, 40)] if pos + 8 + min(n, 40) <= len(head) else os.pread(fd, min(n, 40), pos + 8)
-            if len(body) < 16:
-                return None
-            tag, channels, rate, _, block_align, _ = struct.unpack_from("<HHIIHH", body, 0)
-            if tag == _EXTENSIBLE and len(body) >= 26:
-                tag = struct.unpack_from("<H", body, 24)[0]
-            if tag not in _PCM_LIKE or rate == 0 or block_align == 0:
-                return None
-            fmt = (rate, block_align)
-        elif cid == b"data":
-            if fmt is None:
-                return None
-            start = pos + 8
-            available = size - start
-            if n == 0 or n == 0xFFFFFFFF or n > available:  # streamed or truncated: trust the file size
-                n = max(available, 0)
-            rate, block_align = fmt
-            return (n // block_align) / rate
-        pos += 8 + n + (n & 1)
-        if pos >= size:
-            return None
-
-
-def wav_duration(path: str) -> float:
-    """Seconds of audio in a wav file: RIFF header parse, soundfile for anything unusual."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        raise XllmError(f"{path}: cannot open audio file ({e.strerror})") from None
-    try:
-        seconds = parse_wav_header(fd, os.fstat(fd).st_size)
-    finally:
-        os.close(fd)
-    if seconds is not None:
-        return seconds
-    return soundfile_duration(path)
-
-
-def soundfile_duration(path: str) -> float:
-    import soundfile
-
-    try:
-        info = soundfile.info(path)
-    except Exception as e:  # soundfile raises RuntimeError/LibsndfileError for bad files
-        raise XllmError(f"{path}: not a readable audio file ({e})") from None
-    return info.frames / info.samplerate
 
 
 def audio_durations(paths: Sequence[str], duration_fn: Callable[[str], float], jobs: int = 1) -> list[float]:

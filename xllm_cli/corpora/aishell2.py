@@ -32,6 +32,7 @@ import os
 from pathlib import Path
 
 from ..console import log
+from ..data.durations import wav_duration
 from ..errors import XllmError, at
 from .aishell import (
     PrepReport,
@@ -41,7 +42,6 @@ from .aishell import (
     report_orphans,
     set_stats,
     speaker_of,
-    wav_duration,
     write_sets,
 )
 from .archive import safe_extract

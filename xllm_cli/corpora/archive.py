@@ -7,7 +7,10 @@ extract it so that nothing can land outside the destination folder:
 * symbolic links and hard links must point inside the destination;
 * device files, FIFOs and other special members are rejected;
 * every write goes through a path whose real location (symlinks resolved) is
-  checked to be inside the destination.
+  checked to be inside the destination, also when merging into what earlier
+  tarballs made: a relative link is followed only while it stays inside, so
+  links made by several tarballs together cannot lead out;
+* an existing folder is never deleted or replaced by a file or a link.
 
 A tarball is first unpacked into a hidden staging folder beside its final
 place and only moved into place when every member passed, so a rejected or
@@ -90,26 +93,72 @@ def _check_member(archive: Path, member: tarfile.TarInfo) -> PurePosixPath:
     raise XllmError(f"{archive}: member '{member.name}': {kind}; refusing to extract")
 
 
-def _merge_into(src: Path, dst: Path) -> None:
-    """Move the tree ``src`` onto ``dst``, merging folders that exist already.
+def _plan_merge(archive: Path, src: Path, dst: Path, anchor: str, moves: list[tuple[Path, Path, str]]) -> None:
+    """Check, before anything moves, where each staged entry lands; collect the moves.
 
-    An existing folder is merged into (also when it is a symlink the user made,
-    e.g. ``wav/train`` on another disk); an existing file is replaced.
+    ``anchor`` is the real folder the entry must stay in: the destination, or the
+    target of an absolute symlink the user made (``wav/train -> /disk2/train``;
+    a tarball can never make an absolute link, they are refused). Rules:
+
+    * an existing folder is merged into; a symlink to a folder only when it is
+      absolute (the user's) or stays inside ``anchor`` -- a relative link a
+      tarball made can lead anywhere once several tarballs are merged
+      (``x -> .`` then ``x/y -> ..``), so writing through one that leaves is refused;
+    * an existing folder is never deleted or replaced by a file or link (a later
+      tarball with a plain file ``train`` would otherwise wipe every extracted
+      speaker, and the markers would hide it): that is an error;
+    * an existing file (or link) is replaced, so a rerun after a kill redoes a tarball.
     """
-    if not os.path.lexists(dst):
-        os.replace(src, dst)
-        return
-    if src.is_dir() and not src.is_symlink() and dst.is_dir():
+    src_is_dir = src.is_dir() and not src.is_symlink()
+    if os.path.lexists(dst) and os.path.isdir(dst):
+        if not src_is_dir:
+            kind = "symlink" if src.is_symlink() else "file"
+            raise XllmError(f"{archive}: member '{_rel(src)}': would replace the folder {dst} with a {kind}; "
+                            f"refusing to extract (nothing was changed)")
+        real = os.path.realpath(dst)
+        if os.path.islink(dst):
+            link = os.readlink(dst)
+            if os.path.isabs(link):
+                anchor = real
+            elif not _inside(real, anchor):
+                raise XllmError(f"{archive}: member '{_rel(src)}': {dst} is a symlink to '{link}', which leaves "
+                                f"the destination; refusing to extract through it (a link of your own must be absolute)")
         with os.scandir(src) as it:
-            for entry in it:
-                _merge_into(Path(entry.path), dst / entry.name)
-        src.rmdir()
+            for entry in sorted(it, key=lambda e: e.name):
+                _plan_merge(archive, Path(entry.path), dst / entry.name, anchor, moves)
         return
-    if dst.is_dir() and not dst.is_symlink():
-        shutil.rmtree(dst)
-    else:
-        dst.unlink()
+    moves.append((src, dst, anchor))
+
+
+def _rel(staged: Path) -> str:
+    """A staged path as the member name it came from (below the ``.<name>.partial`` folder)."""
+    parts = staged.parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i].startswith(".") and parts[i].endswith(STAGING_SUFFIX):
+            return "/".join(parts[i + 1 :])
+    return str(staged)
+
+
+def _place(archive: Path, src: Path, dst: Path, anchor: str) -> None:
+    """Move one staged entry (file, link or whole new folder) onto ``dst``, then check its links.
+
+    The links inside were checked against the staging folder; placed through a
+    followed link they sit elsewhere, so each must still resolve inside ``anchor``.
+    A link that does not is removed again (so nothing can ever write through it).
+    """
+    if os.path.lexists(dst):  # a file or a link (folders were planned into): replace it
+        os.unlink(dst)
     os.replace(src, dst)
+    links = [str(dst)] if os.path.islink(dst) else []
+    if not links and os.path.isdir(dst):
+        for dirpath, dirnames, filenames in os.walk(dst):
+            links += [os.path.join(dirpath, n) for n in dirnames + filenames if os.path.islink(os.path.join(dirpath, n))]
+    for link in links:
+        if not _inside(os.path.realpath(link), anchor):
+            target = os.readlink(link)
+            os.unlink(link)
+            raise XllmError(f"{archive}: member '{_rel(src)}{link[len(str(dst)):]}': symlink to '{target}' points "
+                            f"outside once merged into {dst.parent}; refusing to extract")
 
 
 def safe_extract(archive: str | Path, dest: str | Path, resume: bool = True) -> bool:
@@ -141,10 +190,11 @@ def safe_extract(archive: str | Path, dest: str | Path, resume: bool = True) -> 
                 raise XllmError(f"{archive}: cannot extract into {dest}: {e.strerror or e}") from None
             raise XllmError(f"{archive}: corrupt or truncated archive ({_one_line_reason(e)})") from None
         _check_links(archive, staging, root)
-        with os.scandir(staging) as it:
-            entries = [Path(e.path) for e in it]
-        for entry in entries:
-            _merge_into(entry, dest / entry.name)
+        # Plan (check) everything first: a refused tarball leaves the destination as it was.
+        moves: list[tuple[Path, Path, str]] = []
+        _plan_merge(archive, staging, dest, os.path.realpath(dest), moves)
+        for src, dst, anchor in moves:
+            _place(archive, src, dst, anchor)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     atomic_write_text(marker_path(archive, dest), f"{archive.name}\n")
@@ -190,9 +240,9 @@ def _extract_member(archive: Path, tar: tarfile.TarFile, member: tarfile.TarInfo
     os.makedirs(parent, exist_ok=True)
     if os.path.lexists(target) and not (member.isdir() and os.path.isdir(target) and not os.path.islink(target)):
         if os.path.isdir(target) and not os.path.islink(target):
-            shutil.rmtree(target)
-        else:
-            os.unlink(target)
+            raise XllmError(f"{archive}: member '{member.name}': would replace the folder of an earlier member; "
+                            f"refusing to extract")
+        os.unlink(target)
     if member.isdir():
         os.makedirs(target, exist_ok=True)
         return

@@ -121,6 +121,29 @@ def read_tsv(tsv: Path, audio_dir: Path) -> list[tuple[str, str, int]]:
     return rows
 
 
+def check_output_dir(audio_dir: str | Path, data: str | Path) -> None:
+    """Refuse an output folder whose files are the user's own, before anything is written.
+
+    Writing a data directory overwrites its tables and removes the ones the new
+    directory lacks (a stale ``segments`` or ``prompt``). In the audio folder
+    itself, or in a folder that is not a data directory (no ``wav.scp``) but has
+    such files, those are the user's files, not ours: never touch them.
+    """
+    from ..data.layout import KNOWN_FILES, WAV_SCP
+
+    data = Path(data)
+    if not data.exists():
+        return
+    if os.path.isdir(audio_dir) and os.path.samefile(audio_dir, data):
+        raise XllmError(f"{data}: is the audio folder itself; a data directory written there would overwrite or "
+                        f"remove your files ({', '.join(KNOWN_FILES)}): give another DATA folder, e.g. data/mine")
+    if data.is_dir() and not (data / WAV_SCP).is_file():
+        theirs = [name for name in KNOWN_FILES if (data / name).exists()]
+        if theirs:
+            raise XllmError(f"{data}: not a data directory (no {WAV_SCP}) but has {', '.join(theirs)}, which "
+                            f"writing one would overwrite or remove: give another DATA folder")
+
+
 def prepare_dir(
     audio_dir: str | Path,
     data: str | Path,
@@ -133,6 +156,7 @@ def prepare_dir(
     from ..data.validate import audio_seconds
 
     audio_dir = require_dir(audio_dir, "audio folder")
+    check_output_dir(audio_dir, data)
     report = PrepReport()
     # (path, text, where the text came from) for each utterance to write
     rows: list[tuple[str, str, str]] = []

@@ -40,16 +40,31 @@ class ManifestRecord:
     fields: dict[str, str]
 
 
-def _normalise_keys(obj: dict) -> dict[str, str]:
+def _normalise_keys(obj: dict, path: Path | None = None, line: int | None = None) -> dict[str, str]:
+    """The record's fields under their canonical names, as strings.
+
+    A list or object (or, for the transcript, anything but a string) is an error
+    naming the file and line: ``str()`` would write its Python repr as the text.
+    Numbers are fine for ids and speakers.
+    """
     lowered = {str(k).strip().lower(): v for k, v in obj.items()}
     out = {}
     for name, spellings in FIELDS.items():
         for spelling in spellings:
             value = lowered.get(spelling)
-            if value not in (None, ""):
-                out[name] = str(value).strip()
-                break
+            if value in (None, ""):
+                continue
+            if isinstance(value, (list, dict)) or (name in ("text", "prompt") and not isinstance(value, str)):
+                raise at(path or "manifest", line, f"'{spelling}' must be a string, not a JSON {_json_kind(value)}")
+            out[name] = str(value).strip()
+            break
     return out
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return {list: "array", dict: "object", int: "number", float: "number"}.get(type(value), type(value).__name__)
 
 
 def read_manifest(path: str | Path) -> Iterator[ManifestRecord]:
@@ -66,7 +81,7 @@ def read_manifest(path: str | Path) -> Iterator[ManifestRecord]:
         if not reader.fieldnames:
             raise at(path, 1, "missing header row")
         for number, row in enumerate(reader, start=2):
-            yield ManifestRecord(number, _normalise_keys(row))
+            yield ManifestRecord(number, _normalise_keys(row, path, number))
         return
     if stripped.startswith("["):
         try:
@@ -75,7 +90,7 @@ def read_manifest(path: str | Path) -> Iterator[ManifestRecord]:
             raise at(path, e.lineno, f"invalid JSON: {e.msg}") from None
         yield from _json_records(path, records)
         return
-    if stripped.startswith("{") and not _looks_like_jsonl(text):
+    if stripped.startswith("{") and not _looks_like_jsonl(path, text):
         try:
             document = json.loads(text)
         except json.JSONDecodeError as e:
@@ -94,7 +109,7 @@ def read_manifest(path: str | Path) -> Iterator[ManifestRecord]:
             raise at(path, number, f"invalid JSON: {e.msg}") from None
         if not isinstance(obj, dict):
             raise at(path, number, "record is not a JSON object")
-        yield ManifestRecord(number, _normalise_keys(obj))
+        yield ManifestRecord(number, _normalise_keys(obj, path, number))
 
 
 def _json_records(path: Path, records: list) -> Iterator[ManifestRecord]:
@@ -102,10 +117,18 @@ def _json_records(path: Path, records: list) -> Iterator[ManifestRecord]:
     for number, obj in enumerate(records, start=1):
         if not isinstance(obj, dict):
             raise at(path, None, f"record {number} is not a JSON object")
-        yield ManifestRecord(number, _normalise_keys(obj))
+        try:
+            fields = _normalise_keys(obj, path, None)
+        except XllmError as e:  # JSON gives no line numbers: name the record instead
+            raise XllmError(f"{e} (record {number})") from None
+        yield ManifestRecord(number, fields)
 
 
-def _looks_like_jsonl(text: str) -> bool:
+def _looks_like_jsonl(path: Path, text: str) -> bool:
+    """JSON Lines rather than one JSON document: by the name (``.jsonl``, also with
+    one record), else by a first line that is a whole JSON value of its own."""
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return True
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) < 2:
         return False

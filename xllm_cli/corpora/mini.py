@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import XllmError
+from ..fsutil import atomic_write_text
+from ..procutil import die_with_parent
 from . import mini_grammar as G
 
 # speaker = espeak variant, with a base speed (wpm) and pitch
@@ -211,8 +213,27 @@ def _write_wav_atomic(path: Path, wave: np.ndarray, rate: int) -> None:
     import soundfile
 
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.wav")
-    soundfile.write(str(tmp), wave, rate, subtype="PCM_16")
-    os.replace(tmp, path)
+    try:
+        soundfile.write(str(tmp), wave, rate, subtype="PCM_16")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_span(span_file: Path) -> tuple[bool, list | None]:
+    """``(readable, span)`` of a ``.span`` sidecar: ``[start, end]`` or None (no key word).
+
+    An empty or broken sidecar (an older run killed while writing it) counts as not
+    there, so that the utterance is made again instead of failing every rerun.
+    """
+    try:
+        span = json.loads(span_file.read_text())
+    except (OSError, ValueError):
+        return False, None
+    if span is None or (isinstance(span, list) and len(span) == 2 and all(isinstance(x, (int, float)) for x in span)):
+        return True, span
+    return False, None
 
 
 def make_utterance(job: UttJob) -> UttResult:
@@ -225,13 +246,13 @@ def make_utterance(job: UttJob) -> UttResult:
     wav, image = Path(job.wav), Path(job.image) if job.image else None
     video = Path(job.video) if job.video else None
     span_file = wav.with_suffix(".span")
-    done = wav.is_file() and span_file.is_file() and (image is None or image.is_file()) and (video is None or video.is_file())
+    ok, span = _read_span(span_file)
+    done = wav.is_file() and ok and (image is None or image.is_file()) and (video is None or video.is_file())
     if done:
-        span = json.loads(span_file.read_text())
         return UttResult(job.utt_id, soundfile.info(str(wav)).duration, tuple(span) if span else None, False)
     wav.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(job.rng_seed)
-    if not wav.is_file() or not span_file.is_file():
+    if not wav.is_file() or not ok:
         voice = T.Voice(job.spk, job.speed, job.pitch)
         wave, span = T.speak_pieces([tuple(p) for p in job.pieces], voice, rng, 16000, job.backend)
         wave = T.add_noise(wave, job.snr, job.noise, 16000, rng)
@@ -240,9 +261,7 @@ def make_utterance(job: UttJob) -> UttResult:
         peak = float(np.abs(wave).max()) or 1.0
         wave = (wave * (job.gain / peak)).astype(np.float32)
         _write_wav_atomic(wav, wave, 16000)
-        span_file.write_text(json.dumps(list(span) if span else None))
-    else:
-        span = json.loads(span_file.read_text())
+        atomic_write_text(span_file, json.dumps(list(span) if span else None))
     duration = soundfile.info(str(wav)).duration
     if job.scene is not None:
         scene = Scene(**{**job.scene, "rgb": tuple(job.scene["rgb"]), "background": tuple(job.scene["background"]),
@@ -307,7 +326,8 @@ def prepare_mini(data: str | Path, opts: MiniOptions | None = None, progress: bo
                     results[r.utt_id] = r
                 bar.advance(task, len(batch))
         else:
-            with ProcessPoolExecutor(max_workers=opts.jobs) as pool:
+            # Workers die with this process: a `kill -9` of prep mini leaves none behind.
+            with ProcessPoolExecutor(max_workers=opts.jobs, initializer=die_with_parent) as pool:
                 for batch_results in pool.map(_make_batch, batches):
                     for r in batch_results:
                         results[r.utt_id] = r

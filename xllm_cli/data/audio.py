@@ -12,7 +12,8 @@ Two readers, chosen per file:
 Resampling happens where the samples are: ffmpeg's ``-ar`` on its path,
 ``torchaudio.functional.resample`` after soundfile. :func:`iter_audio_blocks`
 streams hour-long files through an ffmpeg pipe in fixed-size blocks so memory
-stays bounded by one block.
+stays bounded by one block. Durations (headers, no decoding) are
+:mod:`xllm_cli.data.durations`' job; finding and probing ffmpeg is :mod:`.media`'s.
 """
 
 from __future__ import annotations
@@ -26,51 +27,14 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from ..errors import XllmError
+from .durations import audio_duration  # noqa: F401  (re-export: decoding/ imports it from here; see data/durations.py)
+from .media import corrupt, existing_file, ffmpeg_detail, is_soundfile_path
+from .media import require_ffmpeg, require_ffprobe  # noqa: F401  (corpora/mini*.py import them from here)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .datadir import Utterance
+    from .utterance import Utterance
 
 SAMPLE_RATE = 16000
-FFMPEG_MISSING = (
-    "ffmpeg not found: install it (Debian/Ubuntu: sudo apt-get install ffmpeg; or conda install ffmpeg)"
-)
-# Extensions libsndfile reads; anything else (or a soundfile failure) goes to ffmpeg.
-SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".w64", ".caf"}
-
-
-def require_ffmpeg() -> str:
-    """Path of the ``ffmpeg`` binary, or a one-line XllmError saying how to install it."""
-    path = shutil.which("ffmpeg")
-    if path is None:
-        raise XllmError(FFMPEG_MISSING)
-    return path
-
-
-def require_ffprobe() -> str:
-    """Path of ``ffprobe`` (shipped with ffmpeg); same install hint when missing."""
-    path = shutil.which("ffprobe")
-    if path is None:
-        raise XllmError(FFMPEG_MISSING.replace("ffmpeg not found", "ffprobe not found"))
-    return path
-
-
-def _check_exists(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise XllmError(f"{path}: audio file not found")
-    return path
-
-
-def _corrupt(path: str | Path, detail: str) -> XllmError:
-    detail = " ".join(detail.split())  # one line, whatever the library said
-    if len(detail) > 200:
-        detail = detail[:200] + "..."
-    return XllmError(f"{path}: cannot read audio (corrupt or unsupported file): {detail}")
-
-
-def _ffmpeg_detail(stderr: bytes) -> str:
-    lines = [l for l in stderr.decode("utf-8", "replace").splitlines() if l.strip()]
-    return lines[-1] if lines else "ffmpeg failed"
 
 
 @functools.lru_cache(maxsize=8)
@@ -91,10 +55,6 @@ def resample(wave: np.ndarray, orig_sr: int, new_sr: int = SAMPLE_RATE) -> np.nd
     with torch.no_grad():
         out = _resampler(int(orig_sr), int(new_sr))(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
     return out.numpy()
-
-
-def _is_soundfile_path(path: Path) -> bool:
-    return path.suffix.lower() in SOUNDFILE_EXTENSIONS
 
 
 def _soundfile_read(path: Path, sample_rate: int, start: float | None, end: float | None) -> np.ndarray:
@@ -139,7 +99,7 @@ def _ffmpeg_read(path: Path, sample_rate: int, start: float | None, end: float |
     except OSError as e:
         raise XllmError(f"{path}: cannot run ffmpeg: {e}") from None
     if result.returncode != 0:
-        raise _corrupt(path, _ffmpeg_detail(result.stderr))
+        raise corrupt(path, ffmpeg_detail(result.stderr))
     return np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
 
 
@@ -154,10 +114,10 @@ def load_audio(
     Multichannel audio is averaged to mono; the result is at ``sample_rate``.
     Video files give their first audio track.
     """
-    path = _check_exists(path)
+    path = existing_file(path)
     if start is not None and end is not None and end < start:
         raise XllmError(f"{path}: segment end {end} is before its start {start}")
-    if _is_soundfile_path(path):
+    if is_soundfile_path(path):
         try:
             return _soundfile_read(path, sample_rate, start, end)
         except XllmError:
@@ -165,52 +125,13 @@ def load_audio(
         except Exception as e:  # a .wav libsndfile cannot parse (e.g. an odd codec): ffmpeg may
             sf_error = f"{type(e).__name__}: {e}"
             if shutil.which("ffmpeg") is None:
-                raise _corrupt(path, sf_error) from None
+                raise corrupt(path, sf_error) from None
     return _ffmpeg_read(path, sample_rate, start, end)
 
 
 def load_utterance(utt: "Utterance", sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The samples of one data-directory utterance, honouring its segment bounds."""
     return load_audio(utt.path, sample_rate=sample_rate, start=utt.start, end=utt.end)
-
-
-def audio_duration(path: str | Path) -> float:
-    """Duration in seconds from the file header (no decoding)."""
-    path = _check_exists(path)
-    if _is_soundfile_path(path):
-        import soundfile
-
-        try:
-            info = soundfile.info(str(path))
-            return info.frames / float(info.samplerate)
-        except Exception as e:
-            if shutil.which("ffprobe") is None:
-                raise _corrupt(path, f"{type(e).__name__}: {e}") from None
-    return _probe_duration(path, "audio")
-
-
-def _probe(path: Path) -> dict:
-    import ffmpeg
-
-    try:
-        return ffmpeg.probe(str(path), cmd=require_ffprobe())
-    except ffmpeg.Error as e:
-        raise _corrupt(path, _ffmpeg_detail(e.stderr or b"")) from None
-
-
-def _probe_duration(path: Path, kind: str) -> float:
-    """Duration of the first ``kind`` ("audio"/"video") stream, else of the container."""
-    info = _probe(path)
-    streams = [s for s in info.get("streams", []) if s.get("codec_type") == kind]
-    if not streams:
-        raise XllmError(f"{path}: no {kind} stream")
-    for value in (streams[0].get("duration"), (info.get("format") or {}).get("duration")):
-        try:
-            if value is not None and float(value) > 0:
-                return float(value)
-        except ValueError:
-            continue
-    raise _corrupt(path, f"no duration in the {kind} stream or container header")
 
 
 def iter_audio_blocks(
@@ -222,9 +143,9 @@ def iter_audio_blocks(
     and resamples into a pipe that is read one block at a time. WAV/FLAC files
     already at ``sample_rate`` are read block-wise by soundfile without ffmpeg.
     """
-    path = _check_exists(path)
+    path = existing_file(path)
     block = max(1, int(round(block_seconds * sample_rate)))
-    if _is_soundfile_path(path):
+    if is_soundfile_path(path):
         import soundfile
 
         try:
@@ -256,7 +177,7 @@ def iter_audio_blocks(
                 break
         stderr = proc.stderr.read()
         if proc.wait() != 0:
-            raise _corrupt(path, _ffmpeg_detail(stderr))
+            raise corrupt(path, ffmpeg_detail(stderr))
     finally:  # a consumer that stops early must not leave ffmpeg running
         if proc.poll() is None:
             proc.kill()

@@ -1,197 +1,25 @@
-"""Dynamic batching by total audio seconds, bucketed by length, seeded, resumable, DDP-aware.
+"""Loading batches for training and validation: a resumable, DDP-aware loader over one sampler.
 
-Batches are built for a whole epoch at once, as a pure function of
-(lengths, seed, epoch): the utterances are shuffled, cut into pools of
-``pool_size``, each pool is sorted by length and packed greedily into batches of
-at most ``max_batch_seconds`` of audio (and ``max_batch_size`` utterances), and
-the batches are shuffled. Sorting within pools keeps padding small while the
-pools keep batch composition random from epoch to epoch.
+Which utterances go together is :mod:`.sampler`'s job (:class:`DynamicBatchSampler`:
+at most ``max_batch_seconds`` of audio per batch, bucketed by length, seeded by
+(seed, epoch), ranks given equal batch counts). This module turns those index
+batches into :class:`~xllm_cli.data.batch.Batch` objects with DataLoader workers.
 
-Because the epoch's batch list is deterministic, resuming after a kill is
+Because an epoch's batch list is deterministic, resuming after a kill is
 "rebuild the list, skip the first k": :class:`BatchLoader` counts the batches
 the trainer actually consumed (not the ones DataLoader workers prefetched) and
 its ``state_dict()`` stores (epoch, position).
-
-Distributed training: every rank builds the same list and takes every
-``world_size``-th batch starting at its rank. The list length is first made a
-multiple of ``world_size`` by splitting the largest batches in two, so ranks
-get equal batch counts (no rank waits at a collective for a batch that never
-comes) and every utterance is still seen exactly once per epoch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 
-from ..console import log
 from ..errors import XllmError
 from .batch import Batch
-
-Lengths = Sequence[float] | Callable[[int], Sequence[float]]
-
-
-def pack_sorted(indices: Sequence[int], lengths: np.ndarray, max_total: float, max_size: int | None) -> list[list[int]]:
-    """Greedily pack ``indices`` (already in length order) into batches under both caps.
-
-    An item longer than ``max_total`` on its own still gets a (single-item) batch:
-    dropping data silently is worse; duration filters are the place to exclude it.
-    """
-    batches: list[list[int]] = []
-    current: list[int] = []
-    total = 0.0
-    for i in indices:
-        length = float(lengths[i])
-        if current and (total + length > max_total or (max_size and len(current) >= max_size)):
-            batches.append(current)
-            current, total = [], 0.0
-        current.append(int(i))
-        total += length
-    if current:
-        batches.append(current)
-    return batches
-
-
-def split_for_ranks(batches: list[list[int]], world_size: int) -> list[list[int]]:
-    """Split the largest batches in two until the count is a multiple of ``world_size``."""
-    batches = [list(b) for b in batches]
-    while len(batches) % world_size:
-        largest = max(range(len(batches)), key=lambda j: (len(batches[j]), -j))
-        batch = batches[largest]
-        if len(batch) < 2:
-            raise XllmError(
-                f"cannot give {world_size} ranks the same number of batches: only {sum(map(len, batches))} utterance(s)"
-            )
-        half = len(batch) // 2
-        batches[largest : largest + 1] = [batch[:half], batch[half:]]
-    return batches
-
-
-class DynamicBatchSampler(torch.utils.data.Sampler):
-    """Yields lists of dataset indices; see the module docstring.
-
-    ``lengths``: seconds per item, or a function epoch -> seconds (lengths that
-    depend on the epoch's speed-perturbation factors). ``shuffle=False`` (evaluation)
-    sorts the whole set by length and keeps the batches in that order.
-    """
-
-    def __init__(
-        self,
-        lengths: Lengths,
-        max_batch_seconds: float,
-        max_batch_size: int | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        epoch: int = 0,
-        pool_size: int = 2000,
-        rank: int = 0,
-        world_size: int = 1,
-        start_batch: int = 0,
-    ):
-        if max_batch_seconds <= 0:
-            raise XllmError(f"max_batch_seconds must be > 0, got {max_batch_seconds}")
-        if max_batch_size is not None and max_batch_size < 1:
-            max_batch_size = None
-        if not 0 <= rank < world_size:
-            raise XllmError(f"rank {rank} is not in [0, {world_size})")
-        self._lengths = lengths
-        self.max_batch_seconds = float(max_batch_seconds)
-        self.max_batch_size = max_batch_size
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.pool_size = int(pool_size or 0)
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = int(epoch)
-        self.start = 0
-        self.position = 0  # batches handed out so far in this epoch (start included)
-        self._cache: tuple[int, list[list[int]]] | None = None
-        self.set_epoch(epoch, start_batch)
-
-    # ----------------------------------------------------------- batch lists
-    def lengths(self, epoch: int) -> np.ndarray:
-        values = self._lengths(epoch) if callable(self._lengths) else self._lengths
-        return np.asarray(values, dtype=np.float64)
-
-    def global_batches(self, epoch: int) -> list[list[int]]:
-        """Every rank's batches of ``epoch`` before the rank split (same on every rank)."""
-        lengths = self.lengths(epoch)
-        n = len(lengths)
-        if n == 0:
-            return []
-        if not self.shuffle:
-            order = np.lexsort((np.arange(n), lengths))  # by length, ties by index
-            return split_for_ranks(pack_sorted(order, lengths, self.max_batch_seconds, self.max_batch_size), self.world_size)
-        rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(n)
-        pool = self.pool_size if self.pool_size > 0 else n
-        batches: list[list[int]] = []
-        for lo in range(0, n, pool):
-            chunk = perm[lo : lo + pool]
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            batches.extend(pack_sorted(chunk, lengths, self.max_batch_seconds, self.max_batch_size))
-        order = rng.permutation(len(batches))
-        batches = [batches[j] for j in order]
-        return split_for_ranks(batches, self.world_size)
-
-    def batches(self, epoch: int | None = None) -> list[list[int]]:
-        """This rank's batches of ``epoch`` (default: the current one), from the first."""
-        epoch = self.epoch if epoch is None else epoch
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
-        mine = self.global_batches(epoch)[self.rank :: self.world_size]
-        self._cache = (epoch, mine)
-        return mine
-
-    # ---------------------------------------------------------- epoch / resume
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Start ``epoch`` at its ``start_batch``-th batch (0 = from the beginning)."""
-        self.epoch = int(epoch)
-        total = len(self.batches())
-        if not 0 <= start_batch <= total:
-            raise XllmError(f"cannot resume epoch {epoch} at batch {start_batch}: it has {total} batches")
-        self.start = int(start_batch)
-        self.position = self.start
-
-    def state_dict(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "position": self.position,
-            "seed": self.seed,
-            "num_items": len(self.lengths(self.epoch)),
-            "world_size": self.world_size,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        for key, mine in (("seed", self.seed), ("num_items", len(self.lengths(int(state["epoch"])))), ("world_size", self.world_size)):
-            if key in state and state[key] != mine:
-                log.warning(f"resuming batches with {key}={mine} (was {state[key]}): the epoch's batches differ from the interrupted run")
-        position = min(int(state["position"]), len(self.batches(int(state["epoch"]))))
-        self.set_epoch(int(state["epoch"]), position)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.batches()
-        for i in range(self.start, len(batches)):
-            self.position = i + 1
-            yield list(batches[i])
-
-    def __len__(self) -> int:
-        return len(self.batches()) - self.start
-
-
-def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[float]) -> float:
-    """Padded frames / total frames (padded batch size) for ``batches`` over item ``lengths``."""
-    lengths = np.asarray(lengths, dtype=np.float64)
-    real = padded = 0.0
-    for batch in batches:
-        if len(batch):
-            values = lengths[list(batch)]
-            real += values.sum()
-            padded += values.max() * len(batch)
-    return 0.0 if padded == 0 else 1.0 - real / padded
+from .sampler import DynamicBatchSampler
 
 
 # ------------------------------------------------------------------- loader

@@ -53,7 +53,9 @@ def load_utterances(
     audio header. ``max_duration`` 0 = no upper limit. Utterance ids must be
     unique across directories. ``require_text``: every utterance needs a transcript.
     """
-    from .datadir import DataDir, Utterance
+    from .datadir import DataDir
+    from .durations import utterance_duration
+    from .utterance import Utterance
 
     utts: list = []
     origin: dict[str, str] = {}
@@ -69,7 +71,7 @@ def load_utterances(
             if require_text and u.text is None:
                 raise XllmError(f"{where}/text: utterance '{u.utt_id}' has no transcript (training needs one for every utterance)")
             if u.duration is None:
-                u.duration = _measure_duration(u)
+                u.duration = utterance_duration(u)
             utts.append(u)
     kept = [u for u in utts if u.duration >= (min_duration or 0.0) and (not max_duration or u.duration <= max_duration)]
     if len(kept) < len(utts):
@@ -80,14 +82,6 @@ def load_utterances(
             + (f" after the duration filter [{min_duration or 0:g}, {max_duration or 'inf'}] s" if utts else "")
         )
     return kept
-
-
-def _measure_duration(utt) -> float:
-    if utt.start is not None and utt.end is not None:
-        return float(utt.end - utt.start)
-    from .audio import audio_duration
-
-    return float(audio_duration(utt.path))
 
 
 # ------------------------------------------------------------------ datasets

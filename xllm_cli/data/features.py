@@ -212,50 +212,55 @@ class WaveformExtractor(FeatureExtractor):
         return num_samples
 
 
-FBANK_TYPES = ("conformer", "fbank", "tiny_conformer", "transformer", "ebranchformer", "branchformer")
-WHISPER_TYPES = ("whisper",)
-WAVEFORM_TYPES = ("hubert", "wav2vec2", "wavlm", "data2vec")
+def fbank_extractor(encoder_cfg: dict, features_cfg: dict, cmvn_path=None) -> FbankExtractor:
+    """Kaldi fbank (``features_cfg``: ``num_mel_bins`` 80, ``frame_length_ms`` 25, ``frame_shift_ms`` 10,
+    ``dither`` 0.0 -- training only) with global CMVN from ``cmvn_path`` when given."""
+    extractor = FbankExtractor(
+        num_mel_bins=int(features_cfg.get("num_mel_bins", encoder_cfg.get("input_dim", 80))),
+        frame_length_ms=float(features_cfg.get("frame_length_ms", 25.0)),
+        frame_shift_ms=float(features_cfg.get("frame_shift_ms", 10.0)),
+        dither=float(features_cfg.get("dither", 0.0)),
+    )
+    if cmvn_path is not None:
+        extractor.load_cmvn(cmvn_path)
+    return extractor
+
+
+def whisper_extractor(encoder_cfg: dict, features_cfg: dict, cmvn_path=None) -> WhisperExtractor:
+    """``WhisperFeatureExtractor.from_pretrained(encoder_cfg["path"])``, or a default one with
+    ``features_cfg["num_mel_bins"]`` mels when there is no path."""
+    from transformers import WhisperFeatureExtractor
+
+    path = encoder_cfg.get("path")
+    if path:
+        try:
+            processor = WhisperFeatureExtractor.from_pretrained(str(path))
+        except OSError as e:
+            raise XllmError(f"{path}: cannot load a Whisper feature extractor ({str(e).splitlines()[0]})") from None
+    else:
+        processor = WhisperFeatureExtractor(feature_size=int(features_cfg.get("num_mel_bins", 80)))
+    return WhisperExtractor(processor)
+
+
+def waveform_extractor(encoder_cfg: dict, features_cfg: dict, cmvn_path=None) -> WaveformExtractor:
+    """Normalised raw waveform (``features_cfg["normalize"]``, default true)."""
+    return WaveformExtractor(normalize=bool(features_cfg.get("normalize", True)))
+
+
+# Feature kinds an encoder type can declare (models/speech_encoders.py ENCODERS).
+FEATURE_EXTRACTORS = {"fbank": fbank_extractor, "whisper": whisper_extractor, "waveform": waveform_extractor}
 
 
 def build_feature_extractor(encoder_cfg: dict, features_cfg: dict | None = None, cmvn_path=None) -> FeatureExtractor:
     """The extractor that feeds the speech encoder described by ``encoder_cfg``.
 
-    ``encoder_cfg["type"]``: conformer-like (``conformer``, ``fbank``, ...) -> Kaldi fbank
-    (``features_cfg``: ``num_mel_bins`` 80, ``frame_length_ms`` 25, ``frame_shift_ms`` 10,
-    ``dither`` 0.0 -- training only) with global CMVN from ``cmvn_path`` when given;
-    ``whisper`` -> ``WhisperFeatureExtractor.from_pretrained(encoder_cfg["path"])`` (or a
-    default one with ``features_cfg["num_mel_bins"]`` mels when there is no path);
-    ``hubert``/``wav2vec2``/``wavlm`` -> normalised raw waveform.
+    The encoder type's registry entry (:data:`xllm_cli.models.speech_encoders.ENCODERS`)
+    names its feature kind; an unknown type is a one-line error listing the registered ones.
     """
-    features_cfg = dict(features_cfg or {})
-    encoder_cfg = dict(encoder_cfg or {})
-    kind = str(encoder_cfg.get("type", "conformer")).lower()
-    if kind in FBANK_TYPES:
-        extractor = FbankExtractor(
-            num_mel_bins=int(features_cfg.get("num_mel_bins", encoder_cfg.get("input_dim", 80))),
-            frame_length_ms=float(features_cfg.get("frame_length_ms", 25.0)),
-            frame_shift_ms=float(features_cfg.get("frame_shift_ms", 10.0)),
-            dither=float(features_cfg.get("dither", 0.0)),
-        )
-        if cmvn_path is not None:
-            extractor.load_cmvn(cmvn_path)
-        return extractor
-    if kind in WHISPER_TYPES:
-        from transformers import WhisperFeatureExtractor
+    from ..models.speech_encoders import encoder_spec
 
-        path = encoder_cfg.get("path")
-        if path:
-            try:
-                processor = WhisperFeatureExtractor.from_pretrained(str(path))
-            except OSError as e:
-                raise XllmError(f"{path}: cannot load a Whisper feature extractor ({str(e).splitlines()[0]})") from None
-        else:
-            processor = WhisperFeatureExtractor(feature_size=int(features_cfg.get("num_mel_bins", 80)))
-        return WhisperExtractor(processor)
-    if kind in WAVEFORM_TYPES:
-        return WaveformExtractor(normalize=bool(features_cfg.get("normalize", True)))
-    known = ", ".join(FBANK_TYPES + WHISPER_TYPES + WAVEFORM_TYPES)
-    raise XllmError(f"model.speech_encoder.type '{kind}': unknown encoder type (known: {known})")
+    spec = encoder_spec(encoder_cfg)
+    return FEATURE_EXTRACTORS[spec.features](dict(encoder_cfg or {}), dict(features_cfg or {}), cmvn_path)
 
 
 # ----------------------------------------------------------------------- CMVN

@@ -18,6 +18,11 @@ def c_sort_key(key: str) -> bytes:
     return key.encode("utf-8")
 
 
+def c_sorted(keys: Iterable[str]) -> list[str]:
+    """Keys sorted as ``LC_ALL=C sort`` would (UTF-8 bytes)."""
+    return sorted(keys, key=c_sort_key)
+
+
 def split_lines(data: bytes) -> list[bytes]:
     """The lines of a file's bytes: newline and a CR before it dropped; no phantom last line."""
     lines = [raw[:-1] if raw.endswith(b"\r") else raw for raw in data.split(b"\n")]

@@ -78,7 +78,7 @@ class VadChunker:
     """Incremental VAD chunker: ``feed`` blocks of samples, collect finished chunks."""
 
     def __init__(self, options: VadOptions | None = None) -> None:
-        import webrtcvad  # the webrtcvad-wheels distribution (see DESIGN §5)
+        import webrtcvad  # the webrtcvad-wheels distribution (see docs/architecture.md)
 
         self.opt = options or VadOptions()
         self.opt.validate()

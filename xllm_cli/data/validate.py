@@ -8,15 +8,15 @@ A rule that fires on many lines is reported for the first few and then summed up
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import XllmError
-from .datadir import (
+from .datadir import DataDir
+from .durations import audio_duration as audio_seconds  # noqa: F401  (re-export: corpora/generic.py imports it from here)
+from .durations import audio_info
+from .layout import (
     IMAGE_SCP,
     KNOWN_FILES,
     RECO2DUR,
@@ -28,11 +28,10 @@ from .datadir import (
     UTT2SPK,
     VIDEO_SCP,
     WAV_SCP,
-    DataDir,
-    c_sort_key,
     format_seconds,
     resolve_path,
 )
+from .tables import c_sort_key
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
@@ -82,68 +81,6 @@ class _Collector:
             if count > MAX_REPORTS_PER_RULE:
                 target = self.report.warnings if warning else self.report.errors
                 target.append(f"{file}: ... and {count - MAX_REPORTS_PER_RULE} more like this ({rule})")
-
-
-def probe_audio(path: str) -> tuple[float, int | None]:
-    """(duration in seconds, sample rate or None) from the file header; raises XllmError when unreadable.
-
-    soundfile first (wav/flac/ogg, no subprocess); other formats (mp3, m4a, video)
-    through ffmpeg.
-    """
-    import soundfile
-
-    try:
-        info = soundfile.info(path)
-        return info.frames / float(info.samplerate), int(info.samplerate)
-    except Exception:  # not a soundfile format: ffmpeg reads the others
-        pass
-    return audio_seconds(path), _ffprobe(path)[1]
-
-
-def audio_seconds(path: str) -> float:
-    """Duration through :func:`xllm_cli.data.audio.audio_duration` (any format ffmpeg reads);
-    a decoder's own exception becomes a one-line error naming the file."""
-    from .audio import audio_duration
-
-    try:
-        return float(audio_duration(path))
-    except XllmError:
-        raise
-    except Exception as e:
-        raise XllmError(f"{path}: cannot read audio ({type(e).__name__}: {e})") from None
-
-
-def _ffprobe(path: str) -> tuple[float | None, int | None]:
-    ffprobe = shutil.which("ffprobe")
-    if ffprobe is None:
-        return None, None
-    cmd = [
-        ffprobe,
-        "-v",
-        "error",
-        "-select_streams",
-        "a:0",
-        "-show_entries",
-        "format=duration:stream=sample_rate",
-        "-of",
-        "json",
-        "--",
-        path,
-    ]
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-        data = json.loads(result.stdout or "{}")
-    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
-        return None, None
-    streams = data.get("streams") or []
-    if not streams:  # no audio stream
-        return None, None
-    rate = streams[0].get("sample_rate")
-    duration = (data.get("format") or {}).get("duration")
-    try:
-        return (float(duration) if duration is not None else None), (int(rate) if rate else None)
-    except ValueError:
-        return None, None
 
 
 def validate_datadir(path: str | Path, check_audio: bool = False) -> ValidationReport:
@@ -364,7 +301,7 @@ def _probe_all(dd: DataDir, c: _Collector, where) -> dict[str, tuple[float, int 
             if not os.path.isfile(file):
                 continue  # reported as a missing file
             try:
-                measured[rec] = probe_audio(file)
+                measured[rec] = audio_info(file)
             except XllmError as e:
                 c.add("unreadable", where(WAV_SCP, rec), f"recording '{rec}': {e}: {file}")
     return measured

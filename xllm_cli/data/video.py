@@ -4,7 +4,8 @@ Frames are taken at the centres of N equal spans of the clip (t_i = (i + 0.5) *
 duration / N), so they cover the whole clip; X-LLM's first-N-frames sampling
 only ever sees the opening moment. Each frame is one ffmpeg call with input
 seeking (``-ss`` before ``-i``), which decodes from the nearest keyframe only.
-The audio track of a video is read with :func:`xllm_cli.data.audio.load_audio`.
+The audio track of a video is read with :func:`xllm_cli.data.audio.load_audio`;
+its duration is :func:`xllm_cli.data.durations.video_duration`.
 """
 
 from __future__ import annotations
@@ -15,19 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import XllmError
-from .audio import _corrupt, _ffmpeg_detail, _probe, _probe_duration, require_ffmpeg
+from .durations import video_duration
+from .media import corrupt, existing_file, ffmpeg_detail, first_stream, probe_media, require_ffmpeg
 
-
-def _check_exists(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise XllmError(f"{path}: video file not found")
-    return path
-
-
-def video_duration(path: str | Path) -> float:
-    """Duration in seconds of the first video stream (container duration as a fallback)."""
-    return _probe_duration(_check_exists(path), "video")
+__all__ = ["frame_times", "sample_frames", "video_duration"]
 
 
 def frame_times(duration: float, num_frames: int) -> list[float]:
@@ -39,10 +31,10 @@ def frame_times(duration: float, num_frames: int) -> list[float]:
 
 
 def _video_size(path: Path) -> tuple[int, int]:
-    streams = [s for s in _probe(path).get("streams", []) if s.get("codec_type") == "video"]
-    if not streams:
+    stream = first_stream(probe_media(path), "video")
+    if stream is None:
         raise XllmError(f"{path}: no video stream")
-    return int(streams[0]["width"]), int(streams[0]["height"])
+    return int(stream["width"]), int(stream["height"])
 
 
 def _grab(path: Path, time: float, width: int, height: int, scale: bool) -> bytes:
@@ -58,7 +50,7 @@ def _grab(path: Path, time: float, width: int, height: int, scale: bool) -> byte
     )
     result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     if result.returncode != 0:
-        raise _corrupt(path, _ffmpeg_detail(result.stderr))
+        raise corrupt(path, ffmpeg_detail(result.stderr))
     return result.stdout
 
 
@@ -71,7 +63,7 @@ def sample_frames(path: str | Path, num_frames: int, size: tuple[int, int] | int
     """
     from PIL import Image
 
-    path = _check_exists(path)
+    path = existing_file(path, "video")
     duration = video_duration(path)
     if isinstance(size, int):
         size = (size, size)
@@ -84,7 +76,7 @@ def sample_frames(path: str | Path, num_frames: int, size: tuple[int, int] | int
             data = _grab(path, max(t - 0.5, 0.0), width, height, scale=size is not None)
         if len(data) < nbytes:
             if not frames:
-                raise _corrupt(path, f"no video frame decodable at {t:.3f} s")
+                raise corrupt(path, f"no video frame decodable at {t:.3f} s")
             frames.append(frames[-1].copy())
             continue
         pixels = np.frombuffer(data[:nbytes], dtype=np.uint8).reshape(height, width, 3)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import XllmError, at
+from ..errors import XllmError
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
@@ -30,20 +30,9 @@ EXPORT_INFO = "xllm_export.json"
 
 def _read_llm_path(config_yaml: Path) -> str | None:
     """``model.llm.path`` of a saved model's config.yaml; a broken file is a one-line error."""
-    import yaml
+    from ..experiment import llm_path, model_section, read_config
 
-    try:
-        cfg = yaml.safe_load(config_yaml.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as e:
-        raise at(config_yaml, None, f"not valid UTF-8 (byte {e.start})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())
-        raise at(config_yaml, mark.line + 1 if mark is not None else None, f"invalid YAML: {problem}") from None
-    model = cfg.get("model", cfg) if isinstance(cfg, dict) else {}
-    llm = model.get("llm") if isinstance(model, dict) else None
-    path = llm.get("path") if isinstance(llm, dict) else None
-    return str(path) if path else None
+    return llm_path(model_section(read_config(config_yaml)))
 
 
 def _resolve(path: str, *bases: Path) -> Path | None:
@@ -64,14 +53,16 @@ def find_llm_dir(exp: str | Path, stage: int | None = None) -> Path:
     against the working directory, then the experiment); falls back to
     ``EXP/stage0/llm`` (the tiny preset's stage-0 LM).
     """
+    from ..experiment import CONFIG, model_dir, stage_dir
+
     exp = Path(exp)
     if not exp.is_dir():
         raise XllmError(f"{exp}: experiment directory not found")
     stages = [stage] if stage is not None else sorted(
         (int(p.name[5:]) for p in exp.glob("stage*") if p.name[5:].isdigit()), reverse=True)
     for n in stages:
-        for sub in ("averaged", "best"):
-            cfg = exp / f"stage{n}" / sub / "config.yaml"
+        for sub in ("averaged", "best"):  # not model_dir(): an averaged/ without an LLM path falls back to best/
+            cfg = stage_dir(exp, n) / sub / CONFIG
             if cfg.is_file():
                 path = _read_llm_path(cfg)
                 if path:
@@ -79,8 +70,9 @@ def find_llm_dir(exp: str | Path, stage: int | None = None) -> Path:
                     if found is None:
                         raise XllmError(f"{cfg}: model.llm.path '{path}' is not a directory")
                     return found
-    if (exp / "stage0" / "llm" / "config.json").is_file():
-        return exp / "stage0" / "llm"
+    stage0_llm = model_dir(exp, 0)  # EXP/stage0/llm
+    if (stage0_llm / "config.json").is_file():
+        return stage0_llm
     where = f"stage{stage}" if stage is not None else "any stage"
     raise XllmError(f"{exp}: no LLM found ({where}/{{averaged,best}}/config.yaml with model.llm.path, "
                     f"or stage0/llm); give the HF directory with --llm DIR")

@@ -2,9 +2,10 @@
 
 Kaldi's layout: the data directory is split into ``DATA/split{N}/{1..N}``
 (``split_datadir``; when DATA is read-only the split goes under the decode
-directory instead). Part k is decoded by a process running
-``python -m xllm_cli decode ... --part k/N`` (an argument list, never a shell
-string) with ``cores / N`` torch threads; it writes
+directory instead). Part k is decoded by a process rerunning the parent's own
+``xllm decode`` arguments (``DecodeOptions.argv``) without ``--nj`` and with
+``--part k/N --threads T --device D`` of its own (an argument list, never a shell
+string; ``cores / N`` torch threads, the parts spread over the GPUs); it writes
 ``DECODE/split{N}/k/{hyp,nbest.jsonl,timing.json,decode.log}``.
 
 A part is finished when its ``hyp`` exists and covers exactly the part's
@@ -16,7 +17,6 @@ into the decode directory, atomically.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -26,20 +26,10 @@ from typing import Callable, Sequence
 
 from ..console import log, progress_bar
 from ..errors import XllmError
-from ..fsutil import atomic_write_text
-from .decode import (
-    FINGERPRINT,
-    NBEST,
-    PARTIAL,
-    TIMING,
-    DecodeOptions,
-    PartResult,
-    available_cores,
-    read_nbest,
-    read_timing,
-    results_complete,
-    write_results,
-)
+from .loop import PartResult
+from .options import DecodeOptions
+from .prefetch import available_cores
+from .results import NBEST, PARTIAL, TIMING, read_nbest, read_timing, results_complete, write_fingerprint, write_results
 
 # A launcher starts the part processes and waits for them: (opts, parts, utterances in them) -> None.
 Launcher = Callable[[DecodeOptions, Sequence[int], int], None]
@@ -103,36 +93,25 @@ def part_finished(out: Path, utt_ids: Sequence[str], fingerprint: dict | None = 
     return results_complete(out, utt_ids, fingerprint)
 
 
-def worker_args(opts: DecodeOptions, k: int, n: int, threads: int) -> list[str]:
-    """The argument list of part k's process: the same options plus --part k/N."""
-    args = [
-        sys.executable, "-m", "xllm_cli", "decode",
-        "--exp", str(opts.exp), "--data", str(opts.data),
-        "--beam", str(opts.beam), "--nbest", str(opts.nbest),
-        "--mode", opts.mode, "--device", _part_device(opts.device, k),
-        "--part", f"{k}/{n}", "--threads", str(threads),
-    ]
-    if opts.stage is not None:
-        args += ["--stage", str(opts.stage)]
-    if opts.batch_size is not None:
-        args += ["--batch-size", str(opts.batch_size)]
-    if opts.max_batch_seconds is not None:
-        args += ["--max-batch-seconds", str(opts.max_batch_seconds)]
-    if opts.max_new_tokens is not None:
-        args += ["--max-new-tokens", str(opts.max_new_tokens)]
-    if not opts.use_image:
-        args.append("--no-image")
-    if not opts.use_video:
-        args.append("--no-video")
-    if opts.tag:
-        args += ["--tag", opts.tag]
-    if opts.whisper is not None:
-        args += ["--whisper", str(opts.whisper)]
-    # --rescore runs once, in the parent, after the merge; the name of the decode
-    # directory must still match, so pass it along (workers ignore it).
-    if opts.rescore:
-        args += ["--rescore", opts.rescore, "--lm-weight", str(opts.lm_weight)]
-    return args
+# Options each worker sets for itself; the rest of the parent's arguments are rerun as given.
+PER_PART_OPTIONS = ("--nj", "--part", "--threads", "--device")
+
+
+def worker_command(opts: DecodeOptions, k: int, n: int, threads: int) -> list[str]:
+    """The argument list of part k's process: the parent's own arguments, with --part k/N, --threads, --device.
+
+    ``opts.argv`` holds the options as the CLI layer received them, each option
+    with a value as one ``--name=value`` item (so a value is never taken for an
+    option name). --rescore and --wer travel along (--rescore is part of the decode
+    directory's name); a worker only decodes its part: the parent rescores and
+    scores after the merge.
+    """
+    if opts.argv is None:
+        raise XllmError("--nj: the worker processes rerun the `xllm decode` arguments, "
+                        "but none were given (DecodeOptions.argv)")
+    kept = [a for a in opts.argv if a.split("=", 1)[0] not in PER_PART_OPTIONS]
+    return [sys.executable, "-m", "xllm_cli", "decode", *kept,
+            "--part", f"{k}/{n}", "--threads", str(threads), "--device", _part_device(opts.device, k)]
 
 
 def _part_device(device: str, k: int) -> str:
@@ -167,7 +146,7 @@ def subprocess_launcher(decode_dir: Path) -> Launcher:
                 out = part_out_dir(decode_dir, k, n)
                 out.mkdir(parents=True, exist_ok=True)
                 job_log = open(out / "job.log", "w", encoding="utf-8")
-                proc = subprocess.Popen(worker_args(opts, k, n, threads), stdout=job_log, stderr=subprocess.STDOUT, env=env)
+                proc = subprocess.Popen(worker_command(opts, k, n, threads), stdout=job_log, stderr=subprocess.STDOUT, env=env)
                 procs.append((k, proc, job_log))
             _watch(decode_dir, n, parts, total, [p for _, p, _ in procs])
         finally:
@@ -258,7 +237,7 @@ def merge_parts(decode_dir: Path, n: int, part_utts: dict[int, list[str]], wall_
             audio += float(timing.get("audio_seconds", 0.0))
             decoded_now += int(timing.get("decoded_now", 0))
     if fingerprint is not None:
-        atomic_write_text(Path(decode_dir) / FINGERPRINT, json.dumps(fingerprint, indent=1) + "\n")
+        write_fingerprint(decode_dir, fingerprint)
     write_results(decode_dir, nbests)
     log.info(f"merged {n} parts: {len(nbests)} utterances -> {decode_dir / 'hyp'}")
     return PartResult(decode_dir, len(nbests), decoded_now, wall_seconds if audio > 0 else 0.0, audio)

@@ -152,7 +152,7 @@ def transcribe_file(path: Path, decoder: ChunkDecoder, vad: VadOptions, batch_si
 
 
 def _is_unspaced(texts: Sequence[str]) -> bool:
-    from .decode import score_unit
+    from .language import score_unit
 
     return score_unit({str(i): t for i, t in enumerate(texts)}) == "char" if any(texts) else False
 
@@ -246,11 +246,12 @@ class XllmChunkDecoder:
     """Features of each chunk (+ image / video frames) -> the model's greedy/beam hypothesis."""
 
     def __init__(self, opts: TranscribeOptions) -> None:
-        from .decode import DecodeOptions, load_for_decoding, resolve_stage
+        from .bundle import load_for_decoding
+        from .systems import LlmSystem
 
         if opts.exp is None:
             raise XllmError("--exp is required")
-        stage = resolve_stage(DecodeOptions(exp=opts.exp, data=Path("."), stage=opts.stage))
+        stage = LlmSystem.resolve_stage(Path(opts.exp), opts.stage)
         self.opts = opts
         self.bundle = load_for_decoding(Path(opts.exp), stage, opts.device)
         self.image = None
@@ -270,19 +271,11 @@ class XllmChunkDecoder:
         return self._video[1]
 
     def decode_chunks(self, chunks: Sequence[SpeechChunk], source: Path) -> list[str]:
-        from .decode import token_limits
-
         batch = self.bundle.batch_from_waves(
             [c.samples for c in chunks], ids=[f"{Path(source).stem}-{i}" for i in range(len(chunks))],
             image=self.image, video=self._video_frames(source),
         )
-        model = self.bundle.model
-        import torch
-
-        with torch.inference_mode():
-            nbest = model.generate(
-                batch.to(self.bundle.device), max_new_tokens=token_limits(batch, None),  # per chunk, as in decode
-                num_beams=self.opts.beam,
-                num_return_sequences=1, use_image=self.image is not None, use_video=True,
-            )
+        # max_new_tokens bounded per chunk by its duration, as in decode
+        nbest = self.bundle.generate(batch, beam=self.opts.beam, nbest=1, use_image=self.image is not None,
+                                     use_video=True)
         return [n[0][0] if n else "" for n in nbest]

@@ -1,5 +1,16 @@
 """Speech encoders behind one interface: ``(feats (B,T,D), lens (B,)) -> (hidden (B,T',H), lens')``.
 
+:data:`ENCODERS` is the one registry of encoder types: each declares how it is
+built and which features feed it (a kind of :data:`xllm_cli.data.features.FEATURE_EXTRACTORS`),
+so that the feature pipeline and the model can never disagree about a type.
+Adding an encoder (docs/extending.md)::
+
+    @register_encoder("my_encoder", features="fbank")
+    class MyEncoder(nn.Module):
+        pretrained = False  # True when weights come from ``cfg["path"]``
+        def __init__(self, cfg: dict, load_weights: bool = True): ...
+        def forward(self, feats, lens): ...  # -> (hidden, lens'); set self.output_dim
+
 - ``conformer``: built-in, trained from scratch: Conv2d subsampling (x4/x6/x8) then
   ``torchaudio.models.Conformer``. Features: fbank + CMVN.
 - ``whisper``: the encoder of a Whisper checkpoint (local dir or hub id). Features: log-mel,
@@ -14,12 +25,46 @@ save_model references them instead of copying).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from xllm_cli.errors import XllmError
 from xllm_cli.models.cif import lengths_to_mask
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What one encoder type needs: its builder and the kind of features it reads."""
+
+    build: Callable[[dict, bool], nn.Module]  # (speech_encoder cfg, load_weights) -> module
+    features: str  # "fbank" | "whisper" | "waveform" (xllm_cli.data.features.FEATURE_EXTRACTORS)
+
+
+ENCODERS: dict[str, EncoderSpec] = {}
+DEFAULT_ENCODER = "conformer"
+
+
+def register_encoder(*names: str, features: str):
+    """Class decorator: register ``cls(cfg, load_weights)`` under each of ``names``."""
+
+    def add(build):
+        for name in names:
+            ENCODERS[name.lower()] = EncoderSpec(build=build, features=features)
+        return build
+
+    return add
+
+
+def encoder_spec(encoder_cfg: dict | None) -> EncoderSpec:
+    """The registry entry for ``model.speech_encoder`` (its ``type``, default conformer)."""
+    kind = str((encoder_cfg or {}).get("type", DEFAULT_ENCODER)).lower()
+    if kind not in ENCODERS:
+        known = ", ".join(sorted(ENCODERS))
+        raise XllmError(f"model.speech_encoder.type '{kind}': unknown encoder type (registered: {known})")
+    return ENCODERS[kind]
 
 
 def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -66,6 +111,7 @@ class Conv2dSubsampling(nn.Module):
         return x, self.output_lengths(lens)
 
 
+@register_encoder("conformer", features="fbank")
 class ConformerEncoder(nn.Module):
     """Conv2d subsampling + sinusoidal positions + torchaudio Conformer.
 
@@ -76,7 +122,7 @@ class ConformerEncoder(nn.Module):
 
     pretrained = False
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, load_weights: bool = True):  # trained from scratch: no weights to load
         super().__init__()
         from torchaudio.models import Conformer
 
@@ -118,6 +164,7 @@ class ConformerEncoder(nn.Module):
         return x, out_lens
 
 
+@register_encoder("whisper", features="whisper")
 class WhisperEncoderWrapper(nn.Module):
     """Whisper's encoder; pads unpadded log-mel features to the 30 s window, trims outputs."""
 
@@ -168,6 +215,7 @@ class WhisperEncoderWrapper(nn.Module):
         return hidden[:, :t_out], out_lens
 
 
+@register_encoder("hubert", "wav2vec2", features="waveform")
 class SSLEncoderWrapper(nn.Module):
     """HuBERT / wav2vec2 (transformers AutoModel) on raw waveforms (B, samples, 1)."""
 
@@ -214,12 +262,5 @@ class SSLEncoderWrapper(nn.Module):
 
 
 def build_speech_encoder(cfg: dict, load_weights: bool = True) -> nn.Module:
-    """Speech encoder from the ``model.speech_encoder`` config section."""
-    kind = cfg.get("type", "conformer")
-    if kind == "conformer":
-        return ConformerEncoder(cfg)
-    if kind == "whisper":
-        return WhisperEncoderWrapper(cfg, load_weights)
-    if kind in ("hubert", "wav2vec2"):
-        return SSLEncoderWrapper(cfg, load_weights)
-    raise XllmError(f"speech_encoder.type: unknown encoder {kind!r} (conformer, whisper, hubert, wav2vec2)")
+    """Speech encoder from the ``model.speech_encoder`` config section (see :data:`ENCODERS`)."""
+    return encoder_spec(cfg).build(cfg, load_weights)

@@ -1,5 +1,8 @@
 """Stage 0: train the tiny LLM on text, in the formats it will see in stages 2/3.
 
+This is the only stage-0 objective: ``xllm train --stage 0`` wraps the bare LM in
+:class:`Stage0Objective`, and ``XLLM(batch, stage=0)`` calls :func:`stage0_loss` too.
+
 A text-only LM never learns to *copy*, yet with a frozen LLM in stages 2/3 the whole
 job of the LLM is to read the transcript off the speech slot (and fix what it can). An
 instruct LLM brings that ability; the tiny one learns it here. Besides plain LM sequences
@@ -21,6 +24,7 @@ import torch.nn as nn
 from xllm_cli.errors import XllmError
 from xllm_cli.models.config import DEFAULT_PROMPTS
 from xllm_cli.models.llm import Layout, PromptFormatter, assemble
+from xllm_cli.models.outputs import StepOutput
 
 
 def _corrupt(ids: list[int], pool: list[int], rate: float, substitute_only: bool = False) -> list[int]:
@@ -43,8 +47,6 @@ def _corrupt(ids: list[int], pool: list[int], rate: float, substitute_only: bool
 def stage0_loss(llm, tokenizer, formatter: PromptFormatter, prompts: dict, align_slot: str | None,
                 init_cfg: dict, texts: list[str]):
     """Next-token CE over a mix of plain-LM and copy-format sequences built from ``texts``."""
-    from xllm_cli.models.xllm import StepOutput
-
     tasks = dict(init_cfg.get("stage0_tasks") or {"lm": 0.2, "asr": 0.6, "image_asr": 0.2})
     noise = float(init_cfg.get("stage0_noise", 0.0))
     names = [k for k in ("lm", "asr", "image_asr") if float(tasks.get(k, 0)) > 0]

@@ -1,20 +1,19 @@
 """The X-LLM model: frozen encoders + trainable X2L interfaces + a frozen causal LLM.
 
-Module groups (names used by ``configure_stage(train_modules=...)``):
+Module groups (the names ``stageN.train_modules`` and :meth:`XLLM.set_stage` take):
 ``llm``, ``speech_encoder``, ``cformer`` (CIF predictor + transformer layers), ``cformer_head``
 (token classifier + CTC head), ``speech_adapter``, ``vision_encoder``, ``qformer`` (Q-Former +
 image queries + vision projection), ``video_queries`` (video queries + frame embeddings),
 ``image_adapter``, ``video_adapter``, ``itc`` (stage-1 contrastive text encoder / projections).
 
-Saving: ``model.safetensors`` holds every tensor NOT loaded from a pretrained path (interfaces,
-adapters, random-init parts) plus any pretrained part that was ever made trainable (stage-0
-LLM, a fine-tuned encoder); pretrained frozen parts are referenced by path in config.yaml.
+This module is the mechanism (the groups, the losses, generation). Which groups a stage
+trains is the X-LLM family's rule (:mod:`xllm_cli.training.xllm_family`, docs/architecture.md);
+model directories are written and read by :mod:`xllm_cli.models.saved_model`.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,36 +26,20 @@ from xllm_cli.models.cformer import CFormer
 from xllm_cli.models.config import DEFAULT_PROMPTS, default_prompt
 from xllm_cli.models.generation import EndAtLimit, greedy_generate
 from xllm_cli.models.llm import PromptFormatter, assemble, load_llm, resolve_dtype
+from xllm_cli.models.outputs import LLMInputs, StepOutput
 from xllm_cli.models.speech_encoders import build_speech_encoder
+from xllm_cli.models.stage0 import stage0_loss
 from xllm_cli.models.vision import QFormerInterface, TextEncoderITC, VisionEncoder
 
 GROUPS = (
     "llm", "speech_encoder", "cformer", "cformer_head", "speech_adapter",
     "vision_encoder", "qformer", "video_queries", "image_adapter", "video_adapter", "itc",
 )
+MODALITIES = ("speech", "image", "video")
+# What a freshly built (or loaded) model leaves trainable: the inference set-up, stage 3's default.
+ADAPTER_GROUPS = ("speech_adapter", "image_adapter", "video_adapter")
 # state-dict prefixes of the groups that can come from pretrained paths
-_PRETRAINED_PREFIX = {"llm": "llm.", "speech_encoder": "speech_encoder.", "vision_encoder": "vision_encoder."}
-
-
-@dataclass
-class StepOutput:
-    """One training step's scalar loss and float logs (for the trainer's log/tensorboard)."""
-
-    loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class LLMInputs:
-    """A batch's left-padded LLM inputs for generation: soft prompts and prompt text, assembled."""
-
-    embeds: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
-    speech_tokens: list[int] | None  # CIF tokens fired per utterance (bounds generation by default)
-
-    def __len__(self) -> int:
-        return self.embeds.shape[0]
+PRETRAINED_PREFIX = {"llm": "llm.", "speech_encoder": "speech_encoder.", "vision_encoder": "vision_encoder."}
 
 
 class XLLM(nn.Module):
@@ -104,9 +87,7 @@ class XLLM(nn.Module):
         self.formatter = PromptFormatter(self.tokenizer, llm_cfg.get("chat_template"), llm_cfg.get("system_prompt"))
         self.prompts = {**DEFAULT_PROMPTS, **(cfg.get("prompts") or {})}
         self.trained_pretrained: set[str] = set()  # pretrained groups that were ever trainable
-        self.stage = 2
-        self.modalities: set[str] = {"speech", "image", "video"}
-        self.configure_stage(3)
+        self.set_stage(3, set(MODALITIES), list(ADAPTER_GROUPS))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -147,72 +128,38 @@ class XLLM(nn.Module):
 
     def keep_saved_pretrained(self, weight_names) -> None:
         """Pretrained groups whose weights a saved model holds were trained by a stage: keep saving them."""
-        for group, prefix in _PRETRAINED_PREFIX.items():
-            if self._is_pretrained(group) and any(k.startswith(prefix) for k in weight_names):
+        for group, prefix in PRETRAINED_PREFIX.items():
+            if self.is_pretrained(group) and any(k.startswith(prefix) for k in weight_names):
                 self.trained_pretrained.add(group)
 
-    def _is_pretrained(self, group: str) -> bool:
+    def is_pretrained(self, group: str) -> bool:
+        """True for groups loaded from a pretrained path (the LLM always is)."""
         if group == "llm":
             return True
         mod = getattr(self, group, None)
         return bool(getattr(mod, "pretrained", False))
 
-    def configure_stage(self, stage: int, modality: str = "speech", train_modules: list[str] | None = None) -> None:
-        """Set requires_grad per the stage table; ``train_modules`` overrides the default groups.
+    def set_stage(self, stage: int, modalities: set[str], train_modules: list[str]) -> None:
+        """Train ``train_modules`` (group names) on ``modalities`` in ``stage``; freeze everything else.
 
-        0: LLM (tiny preset). 1: speech -> C-Former (+ encoder when not pretrained or
-        ``speech_encoder.finetune``); image -> Q-Former + queries + ITC (+ vision encoder when not
-        pretrained); ``modality="all"`` both. 2: the modality's interface + adapter. 3: adapters.
+        The per-stage defaults are the X-LLM family's (``XLLM_FAMILY.configure_stage``). A
+        pretrained group made trainable is remembered, so that saved models keep its weights.
         """
-        if stage not in (0, 1, 2, 3):
-            raise XllmError(f"stage must be 0-3, not {stage}")
-        if modality not in ("speech", "image", "video", "all"):
-            raise XllmError(f"modality must be speech, image, video or all, not {modality!r}")
         self.stage = stage
-        self.modalities = {"speech", "image", "video"} if (modality == "all" or stage == 3) else {modality}
-        if stage == 0:
-            self.modalities = set()
-        if train_modules is None:
-            train_modules = self._default_modules(stage)
+        self.modalities = set(modalities)
         for p in self.parameters():
             p.requires_grad_(False)
         for name in train_modules:
             params = self._group_params(name)
             for p in params:
                 p.requires_grad_(True)
-            if params and self._is_pretrained(name):
+            if params and self.is_pretrained(name):
                 self.trained_pretrained.add(name)
         se = self.speech_encoder
         if se is not None and hasattr(se, "freeze_frontend"):
             se.freeze_frontend()  # the CNN front end of HuBERT/wav2vec2 stays frozen
         self.trainable_groups = [n for n in train_modules if self._group_params(n)]
         self.train(self.training)
-
-    def _default_modules(self, stage: int) -> list[str]:
-        mods: list[str] = []
-        sp = self.cfg.get("speech_encoder") or {}
-        vc = self.cfg.get("vision_encoder") or {}
-        if stage == 0:
-            return ["llm"]
-        if stage == 1:
-            if "speech" in self.modalities and self.cformer is not None:
-                mods += ["cformer", "cformer_head"]
-                if not self.speech_encoder.pretrained or sp.get("finetune"):
-                    mods.append("speech_encoder")
-            if self.modalities & {"image", "video"} and self.qformer is not None:
-                mods += ["qformer", "itc"]
-                if not self.vision_encoder.pretrained or vc.get("finetune"):
-                    mods.append("vision_encoder")
-            return mods
-        if stage == 2:
-            if "speech" in self.modalities:
-                mods += ["cformer", "speech_adapter"]
-            if "image" in self.modalities:
-                mods += ["qformer", "image_adapter"]
-            if "video" in self.modalities:
-                mods += ["video_queries", "video_adapter"]
-            return mods
-        return ["speech_adapter", "image_adapter", "video_adapter"]
 
     def train(self, mode: bool = True):
         """Frozen groups stay in eval mode while training: no dropout, fixed norms, as at inference.
@@ -270,9 +217,7 @@ class XLLM(nn.Module):
         return self._llm_step(batch)
 
     def _lm_step(self, batch: Batch) -> StepOutput:
-        """Stage 0: LM + copy-format training of the LLM (see :mod:`xllm_cli.models.stage0`)."""
-        from xllm_cli.models.stage0 import stage0_loss
-
+        """Stage 0 on the LLM inside the model: the one stage-0 objective (:mod:`xllm_cli.models.stage0`)."""
         return stage0_loss(self.llm, self.tokenizer, self.formatter, self.prompts, self.align_slot,
                            self.cfg.get("llm_init") or {}, batch.texts)
 
@@ -500,61 +445,8 @@ class XLLM(nn.Module):
         self.tokenizer.save_pretrained(str(out_dir))
 
 
-# ---------------------------------------------------------------------- save / load
-def _saved_key_filter(model: XLLM):
-    skip = [
-        prefix for group, prefix in _PRETRAINED_PREFIX.items()
-        if getattr(model, group, None) is not None and model._is_pretrained(group) and group not in model.trained_pretrained
-    ]
-    return lambda k: not any(k.startswith(p) for p in skip)
-
-
-def model_state_to_save(model: XLLM) -> dict[str, torch.Tensor]:
-    """Tensors that save_model writes: all but the untouched pretrained parts."""
-    keep = _saved_key_filter(model)
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items() if keep(k)}
-
-
-def save_model(model: XLLM, model_cfg: dict, out_dir: str | Path) -> None:
-    """Write ``out_dir/model.safetensors`` (non-pretrained + trained tensors) and ``out_dir/config.yaml``."""
-    import safetensors.torch
-    import yaml
-
-    from xllm_cli.fsutil import atomic_save, atomic_write_text
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = copy.deepcopy(model_cfg)
-    # referenced local paths become absolute so the directory works from any cwd
-    for section in ("llm", "speech_encoder", "vision_encoder", "qformer"):
-        sec = cfg.get(section)
-        for key in ("path", "blip2_path"):
-            if isinstance(sec, dict) and sec.get(key) and Path(str(sec[key])).expanduser().exists():
-                sec[key] = str(Path(str(sec[key])).expanduser().resolve())
-    sd = model_state_to_save(model)
-    meta = {"format": "xllm", "trained_pretrained": ",".join(sorted(model.trained_pretrained))}
-    atomic_save(out_dir / "model.safetensors", lambda tmp: safetensors.torch.save_file(sd, tmp, metadata=meta))
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump({"model": cfg}, allow_unicode=True, sort_keys=False))
-
-
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> XLLM:
-    """Rebuild from ``config.yaml`` (pretrained parts from their paths) and load ``model.safetensors``; eval mode."""
-    import safetensors.torch
-
-    from xllm_cli.errors import require_dir, require_file
-    from xllm_cli.models.config import load_model_config
-
-    model_dir = require_dir(model_dir, "model directory")
-    cfg = load_model_config(require_file(model_dir / "config.yaml", "model config"))
-    weights = require_file(model_dir / "model.safetensors", "model weights")
-    model = XLLM.from_config(cfg, load_weights=False)
-    sd = safetensors.torch.load_file(str(weights))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if unexpected:
-        raise XllmError(f"{weights}: tensors that the config does not have: {unexpected[:3]}")
-    model.keep_saved_pretrained(sd)
-    keep = _saved_key_filter(model)
-    lost = [k for k in missing if keep(k)]
-    if lost:
-        raise XllmError(f"{weights}: tensors missing: {lost[:3]}")
-    return model.to(device).eval()
+def __getattr__(name: str):  # save_model/load_model moved to models.saved_model; old imports keep working
+    if name in ("save_model", "load_model", "model_state_to_save"):
+        from xllm_cli.models import saved_model
+        return getattr(saved_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,8 +16,10 @@
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from pathlib import Path
+from typing import Iterable
 
 from ..data.tables import read_table, write_table
 from ..fsutil import atomic_write
@@ -110,22 +112,35 @@ def _write_lines(path: Path, lines: list[str]) -> None:
             f.write(line + "\n")
 
 
-def write_decode_dir(decode_dir: str | Path, result: ScoreResult, label: str | None = None) -> None:
+def write_decode_dir(decode_dir: str | Path, result: ScoreResult, label: str | None = None,
+                     keep: Iterable[str | Path] = ()) -> None:
     """Write hyp, ref, hyp.trn, ref.trn, per_utt, per_spk and result.txt into ``decode_dir``.
 
     ``result.txt`` is written last, so its presence means the directory is complete.
+    A file in ``keep`` (the scored inputs: ``xllm score REF DIR/hyp --out DIR``) is
+    never written over: ``hyp`` would lose the utterances REF does not have.
     """
     decode_dir = Path(decode_dir)
     decode_dir.mkdir(parents=True, exist_ok=True)
-    write_kaldi_text(decode_dir / "ref", result.raw_refs)
-    write_kaldi_text(decode_dir / "hyp", result.raw_hyps)
-    write_trn(decode_dir / "ref.trn", result, "ref")
-    write_trn(decode_dir / "hyp.trn", result, "hyp")
-    _write_lines(decode_dir / "per_utt", per_utt_lines(result))
-    _write_lines(decode_dir / "per_spk", per_spk_lines(result))
+    inputs = [Path(p) for p in keep if Path(p).is_file()]
+
+    def free(path: Path) -> bool:
+        return not (path.is_file() and any(os.path.samefile(path, p) for p in inputs))
+
+    if free(decode_dir / "ref"):
+        write_kaldi_text(decode_dir / "ref", result.raw_refs)
+    if free(decode_dir / "hyp"):
+        write_kaldi_text(decode_dir / "hyp", result.raw_hyps)
+    for name, side in (("ref.trn", "ref"), ("hyp.trn", "hyp")):
+        if free(decode_dir / name):
+            write_trn(decode_dir / name, result, side)
+    for name, lines in (("per_utt", per_utt_lines(result)), ("per_spk", per_spk_lines(result))):
+        if free(decode_dir / name):
+            _write_lines(decode_dir / name, lines)
     lines = result_lines(result, str(decode_dir) if label is None else label)
     lines.append(f"Scored {result.totals.sentences} sentences, {len(result.missing)} not present in hyp.")
-    _write_lines(decode_dir / "result.txt", lines)
+    if free(decode_dir / "result.txt"):
+        _write_lines(decode_dir / "result.txt", lines)
 
 
 def score_and_write(

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..console import log
 from ..errors import XllmError
+from ..experiment import load_recipe
 from . import checkpoint as ck
 
 
@@ -43,23 +43,15 @@ def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
 
 
 def _load_stage_model(model_dir: Path, model_cfg: dict):
-    if model_cfg.get("type") == "toy":
-        from .toy import load_toy
+    from .family import get_family
 
-        return load_toy(model_dir)
-    from ..models.xllm import load_model
-
-    return load_model(model_dir)
+    return get_family(model_cfg.get("type")).load_model(model_dir)
 
 
 def _save_stage_model(model, model_cfg: dict, out_dir: Path) -> None:
-    if model_cfg.get("type") == "toy":
-        from .toy import save_toy
+    from .family import get_family
 
-        return save_toy(model, model_cfg, out_dir)
-    from ..models.xllm import save_model
-
-    save_model(model, model_cfg, out_dir)
+    get_family(model_cfg.get("type")).save_model(model, model_cfg, out_dir)
 
 
 def average_stage(exp: str | Path, stage: int, num: int, modality: str = "speech") -> Path:
@@ -78,11 +70,7 @@ def average_stage(exp: str | Path, stage: int, num: int, modality: str = "speech
     best = sdir / "best"
     if not (best / ck.MODEL_FILE).is_file():
         raise XllmError(f"{best}: no best model (has the stage finished a validation?)")
-    cfg_path = sdir / "config.yaml"
-    try:
-        model_cfg = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("model") or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise XllmError(f"{cfg_path}: cannot read the stage's config ({e})") from None
+    model_cfg = load_recipe(exp, stage, modality, required=True).get("model") or {}
     avg = average_state_dicts(ckpts)
     model = _load_stage_model(best, model_cfg)
     ck.load_into(model, avg, f"average of {len(ckpts)} checkpoints")

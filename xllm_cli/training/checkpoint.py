@@ -1,6 +1,6 @@
 """Experiment layout, training checkpoints and exact-resume state.
 
-Layout (DESIGN.md §4)::
+Layout (docs/experiment.md)::
 
     EXP/stageN/config.yaml        resolved recipe
               train.log, tensorboard/

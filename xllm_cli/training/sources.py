@@ -2,15 +2,16 @@
 
 Stage 0 (text only) and the toy model use these; the speech stages adapt the data
 pipeline's ``build_dataloader`` to the same :class:`~xllm_cli.training.trainer.DataSource`
-interface. An epoch's order depends only on (seed, epoch), so the batch at a given
-position is the same in a resumed run as in an uninterrupted one.
+interface. Both batch with :mod:`xllm_cli.data.sampler`. An epoch's order depends
+only on (seed, epoch), so the batch at a given position is the same in a resumed
+run as in an uninterrupted one.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator, Sequence
 
-import numpy as np
+from ..data.sampler import BatchLimit, plan_batches
 
 
 class ShardedBatches:
@@ -30,15 +31,16 @@ class ShardedBatches:
         self.shuffle = shuffle
 
     def _batches(self, epoch: int) -> list[list]:
-        order = np.arange(len(self.items))
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
-        chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        usable = len(chunks) // self.world * self.world
-        if usable == 0 and chunks and self.world == 1:
-            usable = len(chunks)
-        mine = chunks[:usable][self.rank::self.world]
-        return [[self.items[i] for i in c] for c in mine]
+        batches = plan_batches(
+            [0.0] * len(self.items),
+            BatchLimit(max_size=self.batch_size),
+            order="shuffled" if self.shuffle else "given",
+            seed=self.seed,
+            epoch=epoch,
+            world_size=self.world,
+            balance="drop",
+        )
+        return [[self.items[i] for i in b] for b in batches[self.rank::self.world]]
 
     def num_batches(self, epoch: int) -> int:
         return len(self._batches(epoch))
@@ -66,8 +68,9 @@ class ListSource:
         return self.train.iterate(epoch, start)
 
     def _chunks(self, items: list) -> Iterator:
-        for i in range(0, len(items), self.batch_size):
-            yield self.collate(items[i:i + self.batch_size])
+        """This rank's validation items in order, ``batch_size`` at a time."""
+        for batch in plan_batches([0.0] * len(items), BatchLimit(max_size=self.batch_size), order="given"):
+            yield self.collate([items[i] for i in batch])
 
     def valid_batches(self) -> Iterable:
         return self._chunks(self.valid)

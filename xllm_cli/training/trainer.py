@@ -105,22 +105,18 @@ DecodeFn = Callable[[torch.nn.Module, object], list[str]]
 ExportFn = Callable[[torch.nn.Module, Path], None]
 
 
-def edit_distance(ref: str, hyp: str) -> int:
-    """Levenshtein distance between two sequences (characters here)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
+def char_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
+    """(character errors, reference characters) over utterance pairs, spaces ignored (CER).
 
+    The counting is ``xllm score``'s (:func:`xllm_cli.scoring.score_texts`, unit char) with
+    nothing normalised but the spaces, so that the validation CER is the raw greedy output's.
+    """
+    from ..scoring import NormalizeOptions, score_texts
 
-def char_errors(ref: str, hyp: str) -> tuple[int, int]:
-    """(errors, reference length) counting characters, spaces ignored (CER)."""
-    r = "".join(ref.split())
-    h = "".join(hyp.split())
-    return edit_distance(r, h), len(r)
+    ids = [str(i) for i in range(len(refs))]
+    totals = score_texts(dict(zip(ids, refs)), dict(zip(ids, hyps)), unit="char",
+                         normalize=NormalizeOptions(remove_punct=False)).totals
+    return totals.errors, totals.n
 
 
 @dataclass
@@ -294,11 +290,11 @@ class Trainer:
                 batch = batch.to(self.device) if hasattr(batch, "to") else batch
                 with self.autocast():
                     hyps = self.decode_fn(model, batch)
-                for ref, hyp in zip(batch.texts, hyps):
-                    e, c = char_errors(ref, hyp)
-                    errs += e
-                    chars += c
-                    decoded += 1
+                pairs = list(zip(batch.texts, hyps))
+                e, c = char_errors([r for r, _ in pairs], [h for _, h in pairs])
+                errs += e
+                chars += c
+                decoded += len(pairs)
         loss_sum, utts, errs, chars, decoded = all_reduce_sum([loss_sum, utts, errs, chars, decoded], self.dist)
         if was_training:
             model.train()
@@ -526,4 +522,4 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-__all__ = ["TrainOptions", "Trainer", "TrainState", "DataSource", "char_errors", "edit_distance"]
+__all__ = ["TrainOptions", "Trainer", "TrainState", "DataSource", "char_errors"]

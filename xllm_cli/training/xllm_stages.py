@@ -1,11 +1,12 @@
-"""Stages 1-3 of the X-LLM model: data from the pipeline, model from the previous stage.
+"""X-LLM stages 1-3: data from the pipeline, model from the previous stage.
 
 Stage 1 trains the C-Former with its encoder (and the image Q-Former when the
 recipe lists ``stage1.data.image_train``); stage 2 aligns one modality's interface
-with the frozen LLM; stage 3 trains the adapters on a mixture of data dirs. Each
-starts from the previous stage's final model (``stage_model_dir``), computes the
-global CMVN once for fbank encoders (``EXP/cmvn.json``), validates with the loss
-and a greedy CER (NAR for stage 1, LLM generation for 2-3).
+with the frozen LLM; stage 3 trains the adapters on a mixture of data dirs. What
+trains and where each stage starts from are the family's rules
+(:mod:`xllm_cli.training.xllm_family`); this module wires them to the data: the
+global CMVN is computed once for fbank encoders (``EXP/cmvn.json``), and validation
+uses the loss and a greedy CER (NAR for stage 1, LLM generation for 2-3).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from ..console import log
 from ..errors import XllmError
 from . import checkpoint as ck
 from .distributed import DistInfo, barrier
-from .stages import (StageRequest, batch_options, data_list, init_model_dir, resolve_model_config, stage_data,
-                     stage_section)
-from .trainer import TrainOptions, Trainer
+from .stage_data import StageRequest, batch_options, data_list, stage_data, stage_section
+from .trainer import TrainOptions, Trainer, TrainState
 
 
 class LoaderSource:
@@ -80,37 +80,10 @@ def _feature_extractor(cfg: dict, model_cfg: dict, req: StageRequest, dist: Dist
     return build_feature_extractor(enc, features, cmvn_path=cmvn)
 
 
-def _from_previous_stage(model_cfg: dict, init: Path):
-    """The model built from this recipe's ``model:`` section with the previous stage's weights.
-
-    Building from the recipe (not from ``init/config.yaml``) keeps options that only take
-    effect at construction (prompts, position alignment) as the recipe says.
-    """
-    from ..models import xllm as xm
-
-    model = xm.XLLM.from_config(model_cfg, load_weights=False)
-    weights = ck.load_weights(init / ck.MODEL_FILE)
-    ck.load_into(model, weights, init / ck.MODEL_FILE)
-    model.keep_saved_pretrained(weights)  # e.g. a fine-tuned encoder stays in the saved models
-    return model
-
-
-def _decode_fn(stage: int, max_new_tokens: int | None):
-    if stage == 1:
-        return lambda model, batch: model.nar_decode(batch)
-
-    def generate(model, batch):
-        nbest = model.generate(batch, max_new_tokens=max_new_tokens, num_beams=1)
-        return [n[0][0] if n else "" for n in nbest]
-
-    return generate
-
-
-def run_xllm_stage(cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions):
-    from ..models.xllm import XLLM, save_model
-
+def run_xllm_stage(family, cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions) -> TrainState:
+    """Train X-LLM stage 1, 2 or 3 with ``family``'s rules (an :class:`~.xllm_family.XLLMFamily`)."""
     stage = req.stage
-    model_cfg = resolve_model_config(cfg, req.exp)
+    model_cfg = family.resolve_model_config(cfg, req.exp)
     llm_path = get(model_cfg, "llm.path")
     if get(cfg, "model.llm.path") in (None, "") and not Path(llm_path).is_dir():
         raise XllmError(f"{llm_path}: no stage-0 LM (model.llm.path is null): run xllm train --stage 0 first")
@@ -128,22 +101,14 @@ def run_xllm_stage(cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOpti
                             "relative paths start in the current directory)")
 
     torch.manual_seed(opts.seed)
-    init = init_model_dir(req.exp, stage, req.modality)
-    if init is not None:
-        if not (init / ck.MODEL_FILE).is_file():
-            raise XllmError(f"{init}: the previous stage's model is missing (train stage {stage - 1} first)")
-        model = _from_previous_stage(model_cfg, init)
-        if dist.is_main:
-            log.info("stage %d starts from %s", stage, init)
-    else:
-        model = XLLM.from_config(model_cfg)
-    if stage == 1:
-        modality = "all" if image_dirs else "speech"
-    elif stage == 2:
-        modality = req.modality
-    else:
-        modality = "all"
-    model.configure_stage(stage, modality, stage_section(cfg, stage).get("train_modules"))
+    init = family.init_model_dir(req.exp, stage, req.modality)
+    if init is not None and not (init / ck.MODEL_FILE).is_file():
+        raise XllmError(f"{init}: the previous stage's model is missing (train stage {stage - 1} first)")
+    model = family.build_model(model_cfg, init)
+    if init is not None and dist.is_main:
+        log.info("stage %d starts from %s", stage, init)
+    modality = family.stage_modality(stage, req.modality, bool(image_dirs))
+    family.configure_stage(model, stage, modality, stage_section(cfg, stage).get("train_modules"))
     if dist.is_main:
         log.info("stage %d (%s): training %s", stage, modality, ", ".join(getattr(model, "trainable_groups", [])))
 
@@ -157,7 +122,6 @@ def run_xllm_stage(cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOpti
     bcfg = batch_options(cfg, stage)
     source = LoaderSource(train_dirs + image_dirs, dev_dirs, extractor, transform, bcfg, opts.seed,
                           opts.cer_utts, dist)
-    decode = _decode_fn(stage, get(model_cfg, "max_new_tokens"))
     return Trainer(model, source, opts, ck.stage_dir(req.exp, stage, req.modality), stage, dist,
-                   decode_fn=decode, export_fn=lambda m, d: save_model(m, model_cfg, d),
-                   resume=req.resume).fit()
+                   decode_fn=family.decode_fn(cfg, stage),
+                   export_fn=lambda m, d: family.save_model(m, model_cfg, d), resume=req.resume).fit()

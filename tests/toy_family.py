@@ -1,27 +1,29 @@
-"""A toy model and data set that exercise the trainer without speech or an LLM.
+"""A toy model family for the tests of the training machinery (trainer, resume, DDP, CLI, average).
 
-Selected by ``model: {type: toy}`` in a recipe. Tests (resume, DDP, CLI) and quick
-checks of the training machinery use it: it trains in seconds on a CPU, has dropout
-(so RNG restoring matters) and a buffer (so buffers are checkpointed).
+It trains in seconds on a CPU, has dropout (so RNG restoring matters) and a buffer (so
+buffers are checkpointed), and it is NOT part of the library: importing this module
+registers it as ``model: {type: toy}`` through the public extension point
+(:func:`xllm_cli.training.family.register_family`), as a user's own family would.
+Subprocesses (``python -m xllm_cli train``, torchrun workers) get it from
+:func:`toy_env`, which names this module in ``XLLM_PLUGINS``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.batch import Batch
-from .sources import ListSource, ShardedBatches
+from xllm_cli.data.batch import Batch
+from xllm_cli.models.outputs import StepOutput
+from xllm_cli.training.family import PLUGINS_ENV, ModelFamily, register_family
+from xllm_cli.training.sources import ListSource, ShardedBatches
+from xllm_cli.training.stage_data import batch_options
 
-
-@dataclass
-class ToyOutput:
-    loss: torch.Tensor
-    logs: dict = field(default_factory=dict)
+TESTS_DIR = Path(__file__).resolve().parent
 
 
 class ToyModel(nn.Module):
@@ -39,13 +41,13 @@ class ToyModel(nn.Module):
         mask = (torch.arange(batch.feats.shape[1], device=batch.feats.device)[None] < batch.feat_lens[:, None])
         return (batch.feats * mask[..., None]).sum(1) / batch.feat_lens[:, None].to(batch.feats.dtype)
 
-    def forward(self, batch: Batch, stage: int) -> ToyOutput:
+    def forward(self, batch: Batch, stage: int) -> StepOutput:
         pred = self.net(self.pooled(batch)).squeeze(-1)
         target = torch.tensor(batch.durations, dtype=pred.dtype, device=pred.device)
         loss = torch.nn.functional.mse_loss(pred.float(), target.float())
         if self.training:
             self.seen += len(batch)
-        return ToyOutput(loss, {"mae": float((pred - target).detach().abs().mean())})
+        return StepOutput(loss, {"mae": float((pred - target).detach().abs().mean())})
 
     @torch.no_grad()
     def decode(self, batch: Batch) -> list[str]:
@@ -88,9 +90,9 @@ def build_toy(model_cfg: dict, data_cfg: dict, batch_size: int, seed: int, cer_u
 
 
 def save_toy(model: ToyModel, model_cfg: dict, out_dir: Path) -> None:
-    """The toy's ``save_model``: weights + config, the same shape as the real one."""
-    from ..config import save_config
-    from .checkpoint import save_weights
+    """The toy's model directory: weights + config, the same shape as the X-LLM one."""
+    from xllm_cli.config import save_config
+    from xllm_cli.training.checkpoint import save_weights
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,9 +103,38 @@ def save_toy(model: ToyModel, model_cfg: dict, out_dir: Path) -> None:
 def load_toy(model_dir: Path) -> ToyModel:
     import yaml
 
-    from .checkpoint import load_weights
+    from xllm_cli.training.checkpoint import load_weights
 
     cfg = yaml.safe_load((Path(model_dir) / "config.yaml").read_text())["model"]
     model = ToyModel(int(cfg.get("dim", 8)), int(cfg.get("hidden", 32)), float(cfg.get("dropout", 0.1)))
     model.load_state_dict(load_weights(Path(model_dir) / "model.safetensors"))
     return model
+
+
+class ToyFamily(ModelFamily):
+    """Every stage trains the same toy model on generated data (``data.toy_utts``, ``toy_dev_utts``)."""
+
+    def build(self, cfg, req, dist, opts):
+        bs = int(batch_options(cfg, req.stage).get("batch_size", 4))
+        return build_toy(cfg["model"], cfg.get("data") or {}, bs, opts.seed, opts.cer_utts, dist.rank,
+                         dist.world_size)
+
+    def decode_fn(self, cfg, stage):
+        return lambda model, batch: model.decode(batch)
+
+    def save_model(self, model, model_cfg, out_dir):
+        save_toy(model, model_cfg, out_dir)
+
+    def load_model(self, model_dir):
+        return load_toy(model_dir)
+
+
+register_family("toy", ToyFamily())
+
+
+def toy_env(**extra: str) -> dict:
+    """The environment of a subprocess that must know the toy family (``xllm train``, torchrun)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
+    env[PLUGINS_ENV] = ",".join(filter(None, [env.get(PLUGINS_ENV), "toy_family"]))
+    return env

@@ -21,8 +21,8 @@ from typing import Any, Iterable
 
 import yaml
 
-from .errors import XllmError, at
-from .fsutil import atomic_write_text
+from ..errors import XllmError, at
+from ..fsutil import atomic_write_text
 
 _MISSING = object()
 

@@ -1,0 +1,116 @@
+"""Model families: what ``xllm train`` builds, trains, freezes and saves for each ``model.type``.
+
+The generic stage runner (:func:`xllm_cli.training.stages.run_stage`) knows nothing about
+a model: it reads the recipe, keeps the stage's bookkeeping (config.yaml, DONE, resume)
+and hands the stage to the family registered under the recipe's ``model.type``. The
+X-LLM family (:mod:`xllm_cli.training.xllm_family`, ``type: xllm``, the default) is the
+only one the library ships. Another family registers itself the same way the tests'
+toy family does (tests/toy_family.py; docs/extending.md)::
+
+    from xllm_cli.training.family import ModelFamily, register_family
+
+    class MyFamily(ModelFamily):
+        def build(self, cfg, req, dist, opts): return MyModel(...), MyDataSource(...)
+        def save_model(self, model, model_cfg, out_dir): ...
+        def load_model(self, model_dir): ...
+
+    register_family("mine", MyFamily())   # recipes select it with model: {type: mine}
+
+``xllm train`` (and the torchrun workers it starts) import the modules listed in the
+``XLLM_PLUGINS`` environment variable (comma-separated) before looking a family up, so
+a family outside this package needs no change here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import XllmError
+from . import checkpoint as ck
+from .distributed import DistInfo
+from .stage_data import StageRequest
+from .trainer import DataSource, DecodeFn, TrainOptions, Trainer, TrainState
+
+PLUGINS_ENV = "XLLM_PLUGINS"
+DEFAULT_FAMILY = "xllm"
+# Families of this package, imported on first use (they pull in torch/transformers models).
+_BUILTIN = {"xllm": "xllm_cli.training.xllm_family"}
+_FAMILIES: dict[str, "ModelFamily"] = {}
+
+
+class ModelFamily:
+    """One kind of model's stages. Override :meth:`run_stage`, or the pieces it calls.
+
+    The default :meth:`run_stage` seeds, builds the model and its data (:meth:`build`),
+    starts from :meth:`init_model_dir`'s weights when there are some, and trains with the
+    shared :class:`~xllm_cli.training.trainer.Trainer`, exporting the best model with
+    :meth:`save_model`. ``xllm average`` reads a stage's model with :meth:`load_model`.
+    """
+
+    def resolve_model_config(self, cfg: dict, exp: Path) -> dict:
+        """The ``model:`` section as the stage's config.yaml records it (and later stages read it)."""
+        return dict(cfg.get("model") or {})
+
+    def init_model_dir(self, exp: Path, stage: int, modality: str) -> Path | None:
+        """The model a stage starts from: by default the previous stage's (none for stages 0 and 1)."""
+        return ck.stage_model_dir(exp, stage - 1) if stage >= 2 else None
+
+    def build(self, cfg: dict, req: StageRequest, dist: DistInfo,
+              opts: TrainOptions) -> tuple[torch.nn.Module, DataSource]:
+        """The stage's model (``forward(batch, stage)`` -> ``.loss``, ``.logs``) and its data."""
+        raise NotImplementedError(f"{type(self).__name__}.build")
+
+    def decode_fn(self, cfg: dict, stage: int) -> DecodeFn | None:
+        """Greedy decoding of a batch for the validation CER (None: loss only)."""
+        return None
+
+    def save_model(self, model: torch.nn.Module, model_cfg: dict, out_dir: Path) -> None:
+        """Write a model directory (``best/``, ``averaged/``)."""
+        raise NotImplementedError(f"{type(self).__name__}.save_model")
+
+    def load_model(self, model_dir: Path) -> torch.nn.Module:
+        """Read back what :meth:`save_model` wrote."""
+        raise NotImplementedError(f"{type(self).__name__}.load_model")
+
+    def run_stage(self, cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions) -> TrainState:
+        """Train one stage in ``EXP/stageN`` and return the trainer's final state."""
+        torch.manual_seed(opts.seed)
+        model, source = self.build(cfg, req, dist, opts)
+        init = self.init_model_dir(req.exp, req.stage, req.modality)
+        if init is not None and (init / ck.MODEL_FILE).is_file():
+            ck.load_into(model, ck.load_weights(init / ck.MODEL_FILE), init / ck.MODEL_FILE)
+        model_cfg = self.resolve_model_config(cfg, req.exp)
+        return Trainer(model, source, opts, ck.stage_dir(req.exp, req.stage, req.modality), req.stage, dist,
+                       decode_fn=self.decode_fn(cfg, req.stage),
+                       export_fn=lambda m, d: self.save_model(m, model_cfg, d), resume=req.resume).fit()
+
+
+def register_family(name: str, family: ModelFamily) -> None:
+    """Make ``family`` the one recipes with ``model: {type: <name>}`` train (replaces an earlier one)."""
+    _FAMILIES[name] = family
+
+
+def _import_plugins() -> None:
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise XllmError(f"{PLUGINS_ENV}: cannot import {module} ({e})") from None
+
+
+def get_family(model_type: str | None) -> ModelFamily:
+    """The family registered as ``model_type`` (None: the X-LLM family)."""
+    name = model_type or DEFAULT_FAMILY
+    if name not in _FAMILIES and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    if name not in _FAMILIES:
+        _import_plugins()
+    if name not in _FAMILIES:
+        known = ", ".join(sorted(set(_FAMILIES) | set(_BUILTIN)))
+        raise XllmError(f"model.type {name!r}: no such model family (known: {known}; a family outside xllm "
+                        f"registers itself in a module named in {PLUGINS_ENV})")
+    return _FAMILIES[name]
