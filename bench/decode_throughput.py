@@ -28,6 +28,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -73,13 +74,14 @@ def build_tiny(exp: Path, texts: list[str]) -> None:
     import torch
     import yaml
 
+    from xllm_cli.config.schema import parse_model
     from xllm_cli.models.tiny_llm import create_tiny_llm
     from xllm_cli.models.xllm import XLLM, save_model
 
-    cfg = yaml.safe_load((REPO / "recipes" / "model" / "tiny.yaml").read_text(encoding="utf-8"))["model"]
-    create_tiny_llm(cfg["llm_init"], texts, exp / "stage0" / "llm")
-    cfg["llm"]["path"] = str(exp / "stage0" / "llm")
-    cfg["vision_encoder"] = None
+    cfg = parse_model(yaml.safe_load((REPO / "recipes" / "model" / "tiny.yaml").read_text(encoding="utf-8"))["model"])
+    create_tiny_llm(cfg.llm_init, texts, exp / "stage0" / "llm")
+    cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, path=str(exp / "stage0" / "llm")),
+                              vision_encoder=None)
     torch.manual_seed(0)
     save_model(XLLM.from_config(cfg), cfg, exp / "stage3" / "best")
 
@@ -92,6 +94,7 @@ def build_real_scale(exp: Path, texts: list[str]) -> None:
     from transformers import AutoModelForCausalLM, WhisperConfig, WhisperFeatureExtractor
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+    from xllm_cli.config.schema import LLMInitConfig, parse_model
     from xllm_cli.models.tiny_llm import tiny_llm_config
     from xllm_cli.models.tokenizer import build_char_tokenizer
     from xllm_cli.models.xllm import XLLM, save_model
@@ -109,18 +112,18 @@ def build_real_scale(exp: Path, texts: list[str]) -> None:
 
     llm_dir = exp / "pretrained" / "qwen2.5-0.5b-shape"
     tok = build_char_tokenizer(texts)
-    lcfg = tiny_llm_config({"model_type": "qwen2", "hidden_size": 896, "num_layers": 24, "num_heads": 14,
-                            "num_kv_heads": 2, "intermediate_size": 4864, "max_position_embeddings": 4096,
-                            "tie_word_embeddings": True}, tok)
+    lcfg = tiny_llm_config(LLMInitConfig(model_type="qwen2", hidden_size=896, num_layers=24, num_heads=14,
+                                         num_kv_heads=2, intermediate_size=4864, max_position_embeddings=4096,
+                                         tie_word_embeddings=True), tok)
     lcfg.vocab_size = 151936  # the real LM head; ids past the char vocabulary decode to nothing
     llm = AutoModelForCausalLM.from_config(lcfg).to(torch.bfloat16)
     llm.save_pretrained(str(llm_dir))
     tok.save_pretrained(str(llm_dir))
 
-    cfg = yaml.safe_load((REPO / "recipes" / "model" / "whisper_small_qwen2.5_0.5b.yaml").read_text())["model"]
-    cfg["llm"]["path"] = str(llm_dir)
-    cfg["speech_encoder"]["path"] = str(whisper_dir)
-    cfg["vision_encoder"] = None
+    cfg = parse_model(yaml.safe_load((REPO / "recipes" / "model" / "whisper_small_qwen2.5_0.5b.yaml").read_text())["model"])
+    cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, path=str(llm_dir)),
+                              speech_encoder=dataclasses.replace(cfg.speech_encoder, path=str(whisper_dir)),
+                              vision_encoder=None)
     save_model(XLLM.from_config(cfg), cfg, exp / "stage3" / "best")
 
 

@@ -106,14 +106,17 @@ def build_model(kind: str, texts: list[str], workdir: Path):
     """(name, model, loss_fn(batch) -> scalar)."""
     if kind in ("auto", "xllm"):
         try:
-            from xllm_cli.models.config import load_model_config
+            from dataclasses import replace
+
+            from xllm_cli.config.saved import read_config
+            from xllm_cli.config.schema import parse_model
             from xllm_cli.models.tiny_llm import create_tiny_llm
             from xllm_cli.models.xllm import XLLM
             from xllm_cli.training.xllm_family import XLLM_FAMILY
 
-            cfg = load_model_config(ROOT / "recipes/model/tiny.yaml")
-            create_tiny_llm(cfg["llm_init"], texts, workdir / "llm")
-            cfg["llm"]["path"] = str(workdir / "llm")
+            cfg = parse_model(read_config(ROOT / "recipes/model/tiny.yaml")["model"])
+            create_tiny_llm(cfg.llm_init, texts, workdir / "llm")
+            cfg = replace(cfg, llm=replace(cfg.llm, path=str(workdir / "llm")))
             model = XLLM.from_config(cfg)
             XLLM_FAMILY.configure_stage(model, 1, "speech")
             model.train()

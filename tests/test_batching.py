@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xllm_cli.data.batching import BatchLoader, LoaderOptions
+from xllm_cli.data.batching import BatchLoader
 from xllm_cli.data.sampler import DynamicBatchSampler, padding_fraction, split_for_ranks
 from xllm_cli.errors import XllmError
 
@@ -153,11 +153,6 @@ def test_loader_position_counts_consumed_batches_and_resumes(num_workers):
     assert sorted(flat(nxt)) == list(range(200)) and nxt != full
     assert resumed.num_batches(4) == len(full)
     assert [_ids(b) for b in resumed.iterate(4, 3)] == full[3:]
-
-
-def test_loader_options_from_cfg():
-    opts = LoaderOptions.from_cfg({"max_batch_seconds": 30, "bucket_pool_size": 50, "train": "ignored", "num_workers": None})
-    assert opts.max_batch_seconds == 30 and opts.pool_size == 50 and opts.num_workers == 0
 
 
 # ---------------------------------------------------------------- the one sampler's other uses

@@ -134,3 +134,30 @@ def test_gradients_reach_predictor_and_quantity_loss_is_unscaled():
     a = pred(h.detach(), lens)
     quantity_loss(a.sum(1), target).backward()
     assert pred.proj.weight.grad.abs().sum() > 0
+
+
+def test_cif_integrates_in_float32_under_bf16_autocast(monkeypatch):
+    """CPU bf16 autocast must not reach the running sum: every fired token's weights sum to 1.0."""
+    import xllm_cli.models.cif as cif_mod
+    from xllm_cli.config.schema import CFormerConfig
+    from xllm_cli.models.cformer import CFormer
+
+    torch.manual_seed(0)
+    cformer = CFormer(32, 50, CFormerConfig(d_model=32, num_layers=1, num_heads=2, dropout=0.0)).eval()
+    enc, lens, target = torch.randn(2, 400, 32), torch.tensor([400, 300]), torch.tensor([60, 45])
+    seen = {}
+    real = cif_mod.cif_weights
+    monkeypatch.setattr(cif_mod, "cif_weights", lambda *a, **k: seen.setdefault("w", real(*a, **k)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = cformer(enc, lens, target)
+    w = seen["w"]
+    assert w.dtype == torch.float32
+    sums = w.sum(1)
+    for b, n in enumerate(target.tolist()):
+        assert torch.allclose(sums[b, :n], torch.ones(n), atol=1e-4), sums[b, :n].max()
+    assert out.token_lens.tolist() == target.tolist()
+    # bf16 inputs (e.g. from a bf16 encoder) are integrated in float32 too
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        res = cif(enc.bfloat16(), torch.rand(2, 400).bfloat16() * 0.5 + 0.1, lens, target)
+    assert res.weights.dtype == torch.float32
+    assert torch.allclose(res.weights.sum(1)[0, :60], torch.ones(60), atol=1e-4)

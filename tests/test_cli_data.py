@@ -121,7 +121,8 @@ def test_fix_and_sort(good):
     result = invoke("fix", good)
     assert result.exit_code == 0, result.output
     assert "dropped utterance 'ghost'" in result.stderr and "4 utterances kept" in result.stdout
-    assert (good / ".backup" / "utt2spk").read_text().startswith("ghost spkA\n")
+    assert (good / ".backup.1" / "utt2spk").read_text().startswith("ghost spkA\n")
+    assert f"originals in {good / '.backup.1'}" in result.stdout
     assert invoke("validate", good).exit_code == 0
 
 

@@ -76,7 +76,7 @@ def test_failed_torchrun_launch_exits_non_zero(monkeypatch, capsys, child_code, 
     import xllm_cli.config as config
     import xllm_cli.training.distributed as distributed
 
-    monkeypatch.setattr(config, "load_recipe", lambda path, overrides: {})
+    monkeypatch.setattr(config, "load_recipe", lambda path, overrides: {"stage1": {}})
     monkeypatch.setattr(distributed, "under_torchrun", lambda: False)
     monkeypatch.setattr(distributed, "relaunch_under_torchrun", lambda argv, n: child_code)
     with pytest.raises(SystemExit) as exit_info:

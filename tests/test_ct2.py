@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import shutil
+import stat
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from xllm_cli import fsutil
+from xllm_cli.errors import XllmError
 from xllm_cli.main import app
 
 runner = CliRunner()
@@ -48,9 +52,10 @@ def test_export_cli_finds_llm_from_stage_config(tiny_llm, tmp_path):
     llm_dir, _, _ = tiny_llm
     exp = tmp_path / "exp"
     (exp / "stage3" / "best").mkdir(parents=True)
-    (exp / "stage3" / "best" / "config.yaml").write_text(yaml.safe_dump({"llm": {"path": str(llm_dir)}}))
+    (exp / "stage3" / "best" / "config.yaml").write_text(yaml.safe_dump({"model": {"llm": {"path": str(llm_dir)}}}))
     res = runner.invoke(app, ["export", "ct2", str(exp), "--stage", "3"])
     assert res.exit_code == 0, res.output
+    assert stat.S_IMODE((exp / "ct2_llm").stat().st_mode) == 0o777 & ~fsutil.current_umask()  # not mkdtemp's 0700
     assert (exp / "ct2_llm" / "model.bin").is_file() and (exp / "ct2_llm" / "tokenizer.json").is_file()
     res = runner.invoke(app, ["export", "ct2", str(exp), "--stage", "3"])
     assert res.exit_code == 0 and "up to date" in res.stdout
@@ -69,6 +74,15 @@ def test_find_llm_dir_layouts(tiny_llm, tmp_path):
     (exp / "stage2" / "averaged").mkdir(parents=True)
     (exp / "stage2" / "averaged" / "config.yaml").write_text(yaml.safe_dump({"model": {"llm": {"path": str(llm_dir)}}}))
     assert find_llm_dir(exp) == llm_dir and find_llm_dir(exp, 2) == llm_dir
+    # a path relative to the config's folder (as training saves one inside the experiment), from any cwd
+    moved = tmp_path / "moved"
+    shutil.copytree(llm_dir, moved / "stage0" / "llm")
+    (moved / "stage3" / "best").mkdir(parents=True)
+    (moved / "stage3" / "best" / "config.yaml").write_text(yaml.safe_dump({"model": {"llm": {"path": "../../stage0/llm"}}}))
+    assert find_llm_dir(moved, 3).resolve() == (moved / "stage0" / "llm").resolve()
+    (moved / "stage3" / "best" / "config.yaml").write_text("model: {llm: [unclosed\n")
+    with pytest.raises(XllmError, match=r"stage3/best/config.yaml:\d+: invalid YAML"):
+        find_llm_dir(moved, 3)
 
 
 def test_scores_match_pytorch_and_rescoring_follows_lm(tiny_llm, tmp_path):

@@ -14,6 +14,7 @@ import soundfile as sf
 from xllm_cli import fsutil
 from xllm_cli.data.datadir import DataDir, Utterance, write_datadir
 from xllm_cli.data.datadir_ops import combine_datadirs, fix_datadir, sort_datadir, split_datadir, subset_datadir
+from xllm_cli.data.layout import KNOWN_FILES
 from xllm_cli.data.validate import validate_datadir
 from xllm_cli.errors import XllmError
 
@@ -355,11 +356,11 @@ def test_check_audio_rules(tmp_path, good):
     _replace_line(good / "utt2dur", 2, "spkA-u1 0.9")  # real length 0.15 s
     make_wav(Path(lines(good / "wav.scp")[3].split()[1]), 0.1, rate=4000)
     Path(lines(good / "wav.scp")[4].split()[1]).write_bytes(b"not audio at all")
-    assert validate_datadir(good).ok  # header checks only with check_audio
-    errors = validate_datadir(good, check_audio=True).errors
+    errors = validate_datadir(good).errors  # headers are always read
     assert any(e.startswith(f"{good / 'utt2dur'}:2:") and "audio is 0.15 s" in e for e in errors), errors
     assert any(e.startswith(f"{good / 'wav.scp'}:4:") and "sample rate 4000 Hz" in e for e in errors), errors
     assert any(e.startswith(f"{good / 'wav.scp'}:5:") and "cannot read audio" in e for e in errors), errors
+    assert validate_datadir(good, check_audio=True).errors == errors  # an unreadable header is not decoded again
 
 
 def test_check_audio_empty_and_too_long(good, monkeypatch):
@@ -368,7 +369,9 @@ def test_check_audio_empty_and_too_long(good, monkeypatch):
     assert any(e.startswith(f"{good / 'wav.scp'}:1:") and "audio is empty" in e for e in errors), errors
     import xllm_cli.data.validate as validate_module
 
-    monkeypatch.setattr(validate_module, "audio_info", lambda path: (4000.0, 16000))
+    from xllm_cli.data.durations import AudioHeader
+
+    monkeypatch.setattr(validate_module, "audio_header", lambda path: AudioHeader(4000.0, 16000, 1, "WAV", "PCM_16"))
     errors = validate_datadir(good, check_audio=True).errors
     assert any(e.startswith(f"{good / 'utt2spk'}:2:") and ">= 1 h" in e for e in errors), errors
 
@@ -442,7 +445,8 @@ def test_fix_drops_broken_utterances_and_keeps_backup(good):
     (good / "text").write_text((good / "text").read_text() + "\n")  # a blank line
     broken = {p.name: p.read_bytes() for p in good.iterdir() if p.is_file()}
     assert not validate_datadir(good).ok
-    notes = fix_datadir(good)
+    notes, backup = fix_datadir(good)
+    assert backup == good / ".backup.1"
     assert any("spkA-u1" in n and "no text" in n for n in notes)
     assert any("spkB-u1" in n and "no audio" in n for n in notes)
     report = validate_datadir(good)
@@ -450,7 +454,7 @@ def test_fix_drops_broken_utterances_and_keeps_backup(good):
     assert DataDir.load(good).utt_ids() == ["spkA-u0", "spkA-u2", "spkB-u0"]
     assert lines(good / "spk2utt") == ["spkA spkA-u0 spkA-u2", "spkB spkB-u0"]
     assert lines(good / "image.scp") == [f"spkA-u0 {good / 'text'}"]
-    assert {p.name: p.read_bytes() for p in (good / ".backup").iterdir()} == broken
+    assert {p.name: p.read_bytes() for p in backup.iterdir()} == {k: v for k, v in broken.items() if k in KNOWN_FILES}
     assert set(originals) <= set(broken)
 
 
@@ -458,7 +462,7 @@ def test_fix_refuses_to_empty_a_directory(good):
     (good / "wav.scp").write_text("")
     with pytest.raises(XllmError, match="would drop every utterance"):
         fix_datadir(good)
-    assert (good / "utt2spk").exists() and not (good / ".backup").exists()
+    assert (good / "utt2spk").exists() and not list(good.glob(".backup*"))
     (good / "wav.scp").unlink()
     with pytest.raises(XllmError, match="wav.scp: file"):
         fix_datadir(good)
@@ -468,7 +472,7 @@ def test_fix_fills_missing_durations(good, tmp_path):
     _replace_line(good / "utt2dur", 2, None)
     _replace_line(good / "reco2dur", 2, None)
     assert any(e.startswith(f"{good / 'wav.scp'}:2:") and "reco2dur" in e for e in validate_datadir(good).errors)
-    notes = fix_datadir(good)
+    notes, _ = fix_datadir(good)
     assert "added 1 missing line(s) to utt2dur" in notes and "added 1 missing line(s) to reco2dur" in notes
     assert lines(good / "utt2dur")[1] == "spkA-u1 0.15" and lines(good / "reco2dur")[1] == "spkA-u1 0.15"
     assert validate_datadir(good, check_audio=True).errors == []
@@ -476,7 +480,7 @@ def test_fix_fills_missing_durations(good, tmp_path):
     _replace_line(good / "utt2dur", 3, None)
     _replace_line(good / "reco2dur", 3, None)
     Path(lines(good / "wav.scp")[2].split()[1]).write_bytes(b"junk")
-    notes = fix_datadir(good)
+    notes, _ = fix_datadir(good)
     assert not (good / "utt2dur").exists() and any("removed utt2dur" in n for n in notes)
     assert not (good / "reco2dur").exists() and any("removed reco2dur" in n for n in notes)
 

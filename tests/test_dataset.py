@@ -11,6 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from xllm_cli.config.schema import BatchConfig, FeaturesConfig, SpeechEncoderConfig, VisionEncoderConfig
+from xllm_cli.config.typed import parse
 from xllm_cli.data.batch import Batch
 from xllm_cli.data.batching import build_dataloader, build_text_dataloader
 from xllm_cli.data.dataset import SpeechDataset, TextDataset, collate, load_utterances
@@ -19,6 +21,11 @@ from xllm_cli.errors import XllmError
 
 torch.set_num_threads(1)
 SR = 16000
+
+
+def bc(options: dict) -> BatchConfig:
+    """``data.batch`` as a recipe would give it."""
+    return parse(BatchConfig, options, "data.batch")
 
 
 def write_wave(path, seconds: float, seed: int = 0) -> None:
@@ -77,7 +84,7 @@ def make_mp4(path) -> str:
 
 @pytest.fixture(scope="module")
 def fbank():
-    return build_feature_extractor({"type": "conformer"}, {})
+    return build_feature_extractor(SpeechEncoderConfig(type="conformer"), FeaturesConfig())
 
 
 # ------------------------------------------------------------------ collate
@@ -119,7 +126,7 @@ def test_dataset_is_lazy_and_features_on_the_fly(tmp_path, fbank, monkeypatch):
 
 def test_loader_batch_fields(tmp_path, fbank):
     d = make_datadir(tmp_path / "d", {"s1-a": 0.5, "s1-b": 1.0, "s2-c": 0.7}, prompts={"s1-a": "P"})
-    batches = list(build_dataloader(d, fbank, None, {"max_batch_seconds": 100}, train=False))
+    batches = list(build_dataloader(d, fbank, None, bc({"max_batch_seconds": 100}), train=False))
     assert len(batches) == 1
     b = batches[0]
     assert b.utt_ids == ["s1-a", "s2-c", "s1-b"]  # evaluation: sorted by length
@@ -131,39 +138,53 @@ def test_loader_batch_fields(tmp_path, fbank):
 def test_duration_filters_training_only(tmp_path, fbank):
     d = make_datadir(tmp_path / "d", {"s1-a": 0.3, "s1-b": 1.0, "s1-c": 2.0, "s1-d": 3.0})
     cfg = {"min_duration": 0.5, "max_duration": 2.5, "max_batch_seconds": 100}
-    train = build_dataloader(d, fbank, None, cfg, train=True)
+    train = build_dataloader(d, fbank, None, bc(cfg), train=True)
     assert sorted(u.utt_id for u in train.dataset.utts) == ["s1-b", "s1-c"]
     assert sorted(sum((b.utt_ids for b in train), [])) == ["s1-b", "s1-c"]
-    assert len(build_dataloader(d, fbank, None, cfg, train=False).dataset) == 4
+    assert len(build_dataloader(d, fbank, None, bc(cfg), train=False).dataset) == 4
     with pytest.raises(XllmError, match="no utterances left"):
-        build_dataloader(d, fbank, None, {"min_duration": 10}, train=True)
+        build_dataloader(d, fbank, None, bc({"min_duration": 10}), train=True)
     # without utt2dur the duration comes from the audio header
     nodur = make_datadir(tmp_path / "nodur", {"s1-a": 0.3, "s1-b": 1.0}, utt2dur=False)
     assert [u.duration for u in load_utterances(nodur)] == pytest.approx([0.3, 1.0])
 
 
+def test_duration_filter_uses_speed_perturbed_lengths(tmp_path, fbank):
+    """Issue 10.3: a 28 s utterance at speed 0.9 is 31 s, past max_duration 30 (a Whisper encoder's
+    3000 frames): training must drop it, not crash on it; evaluation keeps it (no perturbation)."""
+    d = make_datadir(tmp_path / "d", {"s1-a": 0.2, "s1-b": 0.3})
+    (d / "utt2dur").write_text("s1-a 28\ns1-b 2\n")  # the filter reads utt2dur, not the audio
+    cfg = {"max_duration": 30, "speed_perturb": [0.9, 1.0, 1.1], "max_batch_seconds": 100}
+    assert [u.utt_id for u in build_dataloader(d, fbank, None, bc(cfg), train=True).dataset.utts] == ["s1-b"]
+    assert len(build_dataloader(d, fbank, None, bc({**cfg, "speed_perturb": False}), train=True).dataset) == 2
+    assert len(build_dataloader(d, fbank, None, bc(cfg), train=False).dataset) == 2
+    # min_duration applies to the fastest version: 2 s at 1.1 is 1.82 s
+    short = {**cfg, "max_duration": 0, "min_duration": 1.9}
+    assert [u.utt_id for u in build_dataloader(d, fbank, None, bc(short), train=True).dataset.utts] == ["s1-a"]
+
+
 def test_several_dirs_and_errors(tmp_path, fbank):
     a = make_datadir(tmp_path / "a", {"s1-a": 0.5})
     b = make_datadir(tmp_path / "b", {"s2-b": 0.5})
-    loader = build_dataloader([a, b], fbank, None, {}, train=True)
+    loader = build_dataloader([a, b], fbank, None, BatchConfig(), train=True)
     assert sorted(u.utt_id for u in loader.dataset.utts) == ["s1-a", "s2-b"]
     with pytest.raises(XllmError, match="ids must be unique"):
         load_utterances([a, a])
     notext = make_datadir(tmp_path / "c", {"s3-a": 0.5, "s3-b": 0.5}, texts={"s3-a": "x"})
     with pytest.raises(XllmError, match="'s3-b' has no transcript"):
-        build_dataloader(notext, fbank, None, {}, train=True)
-    assert len(build_dataloader(notext, fbank, None, {}, train=False).dataset) == 2  # decoding needs no text
+        build_dataloader(notext, fbank, None, BatchConfig(), train=True)
+    assert len(build_dataloader(notext, fbank, None, BatchConfig(), train=False).dataset) == 2  # decoding needs no text
 
 
 def test_augmentation_only_in_training(tmp_path):
-    ex = build_feature_extractor({"type": "conformer"}, {})
+    ex = build_feature_extractor(SpeechEncoderConfig(type="conformer"), FeaturesConfig())
     d = make_datadir(tmp_path / "d", {f"s1-{c}": 1.0 + 0.1 * i for i, c in enumerate("abcdef")})
     cfg = {"spec_augment": {"num_freq_masks": 2, "freq_mask_width": 30, "num_time_masks": 2, "time_mask_width": 30,
                             "time_mask_ratio": 0.3},
            "speed_perturb": [0.9, 1.1], "max_batch_seconds": 100}
 
     def batch_of(train, seed=0, epoch=0):
-        return next(iter(build_dataloader(d, ex, None, cfg, train=train, seed=seed, epoch=epoch)))
+        return next(iter(build_dataloader(d, ex, None, bc(cfg), train=train, seed=seed, epoch=epoch)))
 
     ev = batch_of(False)
     tr = batch_of(True)
@@ -189,9 +210,9 @@ def test_images_and_video_in_batch(tmp_path, fbank):
     red = make_png(tmp_path / "red.png", (255, 0, 0))
     mp4 = make_mp4(tmp_path / "clip.mp4")
     d = make_datadir(tmp_path / "d", {"s1-a": 0.9, "s1-b": 1.0}, images={"s1-a": red}, videos={"s2-v": mp4})
-    transform = build_image_transform({"path": None, "image_size": 16})
+    transform = build_image_transform(VisionEncoderConfig(image_size=16))
     cfg = {"max_batch_seconds": 100, "num_frames": 3}
-    (b,) = list(build_dataloader(d, fbank, transform, cfg, train=False))
+    (b,) = list(build_dataloader(d, fbank, transform, bc(cfg), train=False))
     assert b.utt_ids == ["s1-a", "s1-b", "s2-v"]
     assert b.images.shape == (3, 3, 16, 16) and b.image_mask.tolist() == [True, False, False]
     assert torch.allclose(b.images[0, 0], torch.ones(16, 16)) and torch.all(b.images[1:] == 0)
@@ -199,20 +220,20 @@ def test_images_and_video_in_batch(tmp_path, fbank):
     assert b.videos[2].abs().sum() > 0 and torch.all(b.videos[:2] == 0)
     assert b.feat_lens[2] >= 95  # the clip's audio track, read through ffmpeg
     # use_images / use_video off, or no transform: speech only
-    (b,) = list(build_dataloader(d, fbank, transform, {**cfg, "use_images": False, "use_video": False}, train=False))
+    (b,) = list(build_dataloader(d, fbank, transform, bc({**cfg, "use_images": False, "use_video": False}), train=False))
     assert b.images is None and b.videos is None
-    (b,) = list(build_dataloader(d, fbank, None, cfg, train=False))
+    (b,) = list(build_dataloader(d, fbank, None, bc(cfg), train=False))
     assert b.images is None and b.videos is None
     # image-only batches (stage-1 image training): no speech features
-    (b,) = list(build_dataloader(d, None, transform, {**cfg, "use_audio": False}, train=False))
+    (b,) = list(build_dataloader(d, None, transform, bc({**cfg, "use_audio": False}), train=False))
     assert b.feats is None and b.images.shape[0] == 3
 
 
 def test_workers_give_the_same_batches(tmp_path, fbank):
     d = make_datadir(tmp_path / "d", {f"s1-{c}": 0.3 + 0.1 * i for i, c in enumerate("abcdefgh")})
     cfg = {"max_batch_seconds": 1.5, "spec_augment": True, "speed_perturb": True}
-    one = list(build_dataloader(d, fbank, None, cfg, train=True, seed=5))
-    two = list(build_dataloader(d, fbank, None, {**cfg, "num_workers": 2}, train=True, seed=5))
+    one = list(build_dataloader(d, fbank, None, bc(cfg), train=True, seed=5))
+    two = list(build_dataloader(d, fbank, None, bc({**cfg, "num_workers": 2}), train=True, seed=5))
     assert [b.utt_ids for b in one] == [b.utt_ids for b in two]
     assert all(torch.equal(x.feats, y.feats) for x, y in zip(one, two))
 
@@ -226,7 +247,7 @@ def test_text_dataset_and_loader(tmp_path):
     other.write_text("u1 再见\n", encoding="utf-8")
     ds = TextDataset([d, other])
     assert ds.texts() == ["今天天气很好", "你好", "再见"]  # the id-only line is skipped
-    loader = build_text_dataloader([d, other], {"max_batch_chars": 8}, train=True, seed=1)
+    loader = build_text_dataloader([d, other], bc({"max_batch_chars": 8}), train=True, seed=1)
     batches = list(loader)
     assert sorted(sum((b.texts for b in batches), [])) == sorted(ds.texts())
     assert all(b.feats is None for b in batches)
@@ -237,7 +258,7 @@ def test_text_dataset_and_loader(tmp_path):
 
 def test_worker_errors_are_one_line(tmp_path, fbank):
     d = make_datadir(tmp_path / "d", {"s1-a": 0.5}, images={"s1-a": str(tmp_path / "missing.png")})
-    transform = build_image_transform({"image_size": 8})
+    transform = build_image_transform(VisionEncoderConfig(image_size=8))
     with pytest.raises(XllmError) as err:
-        list(build_dataloader(d, fbank, transform, {"num_workers": 1}, train=False))
+        list(build_dataloader(d, fbank, transform, bc({"num_workers": 1}), train=False))
     assert str(err.value) == f"{tmp_path / 'missing.png'}: image not found"

@@ -24,14 +24,14 @@ WORKER = textwrap.dedent(
     from pathlib import Path
     from safetensors.torch import save_file
     from xllm_cli.training.distributed import init_distributed, cleanup
-    from toy_family import build_toy
+    from toy_family import ToyModelConfig, build_toy
     from xllm_cli.training.trainer import TrainOptions, Trainer
 
     torch.set_num_threads(1)
     out = Path(sys.argv[1])
     dist = init_distributed("cpu")
     torch.manual_seed(dist.rank)  # different initial weights per rank: DDP must broadcast rank 0's
-    model, source = build_toy({"dim": 6}, {"toy_utts": 32, "toy_dev_utts": 8}, 4, 0, 0, dist.rank, dist.world_size)
+    model, source = build_toy(ToyModelConfig(dim=6, toy_utts=32, toy_dev_utts=8), 4, 0, 0, dist.rank, dist.world_size)
     seen = [u for b in source.train_batches(0, 0) for u in b.utt_ids]
     opts = TrainOptions(epochs=2, lr=0.02, valid_interval=3, log_interval=2)
     state = Trainer(model, source, opts, out / "stage1", 1, dist).fit()
@@ -75,7 +75,7 @@ def test_two_gloo_ranks_end_identical_and_rank0_writes(tmp_path):
 
 def test_cli_ngpu_relaunches_under_torchrun(tmp_path):
     (tmp_path / "toy.yaml").write_text(
-        "model: {type: toy, dim: 4}\ndata: {toy_utts: 16, toy_dev_utts: 4}\n"
+        "model: {type: toy, dim: 4, toy_utts: 16, toy_dev_utts: 4}\n"
         "stage1: {epochs: 1, lr: 0.01, log_interval: 1, batch: {batch_size: 2}}\n"
     )
     env = toy_env()

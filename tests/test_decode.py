@@ -400,13 +400,13 @@ def test_experiment_config_is_read_once_with_one_line_errors(tmp_path):
     with pytest.raises(XllmError, match="no trained stage 2 model"):
         E.resolve_stage(exp, among=(2,))
     (exp / "stage3" / "config.yaml").write_text(
-        "features: {num_mel_bins: 80}\nmodel: {from_recipe: 1}\nstage3: {data: {num_frames: 4}}\n")
+        "features: {num_mel_bins: 80}\nmodel: {dtype: float16}\nstage3: {batch: {num_frames: 4}}\n")
     (exp / "stage3" / "best" / "config.yaml").write_text("model: {llm: {path: /some/llm}}\n")
-    cfg = E.load_experiment_config(exp, 3)
-    assert cfg["features"] == {"num_mel_bins": 80} and cfg["model"] == {"llm": {"path": "/some/llm"}}
-    assert E.num_frames(cfg, 3) == 4 and E.num_frames({"data": {"num_frames": 6}}, 3) == 6
-    assert E.num_frames({}, 3) == 8 and E.num_frames(E.load_experiment_config(exp, 1), 1) == 8
-    assert E.llm_path(cfg["model"]) == "/some/llm"
+    recipe = E.load_experiment_config(exp, 3)
+    assert recipe.features.num_mel_bins == 80
+    assert recipe.model.llm.path == "/some/llm" and recipe.model.dtype is None  # the saved model's own config wins
+    assert E.num_frames(recipe, 3) == 4  # the stage's batch.num_frames, as training used it
+    assert E.num_frames(E.load_experiment_config(exp, 1), 1) == 8  # no recipe saved: the schema's default
     with pytest.raises(XllmError, match="no trained model for stage 2"):
         E.load_experiment_config(exp, 2)
     bad = exp / "stage3" / "config.yaml"
@@ -414,4 +414,4 @@ def test_experiment_config_is_read_once_with_one_line_errors(tmp_path):
     with pytest.raises(XllmError, match=rf"^{re.escape(str(bad))}:\d+: invalid YAML: "):
         E.load_experiment_config(exp, 3)
     with pytest.raises(XllmError, match=rf"^{re.escape(str(exp / 'stage2' / 'config.yaml'))}: not found"):
-        E.load_recipe(exp, 2, required=True)
+        E.load_stage_recipe(exp, 2, required=True)

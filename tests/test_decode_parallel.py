@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -87,6 +88,8 @@ def test_nj3_merge_equals_nj1(setup, tmp_path):
         assert (three.decode_dir / "split3" / str(k) / "hyp").is_file()
     part_utts = [(three.decode_dir / "split3" / str(k) / "hyp").read_text().count("\n") for k in (1, 2, 3)]
     assert part_utts == [3, 3, 3]
+    timing = json.loads((three.decode_dir / "timing.json").read_text())  # the merged run's, as for --nj 1
+    assert timing["utterances"] == 9 and timing["decoded_now"] == 9 and timing["audio_seconds"] > 0
 
 
 def test_rerun_skips_finished_parts(setup, tmp_path):
@@ -122,7 +125,8 @@ def test_worker_arguments_are_the_parents_with_the_part(tmp_path):
     exp, data = tmp_path / "e x p", tmp_path / "d"
     given = ["decode", "--exp", str(exp), "--data", str(data), "--stage", "3", "--nj", "4", "--beam", "3",
              "--nbest=2", "--no-image", "--max-batch-seconds", "30", "--threads", "7", "--device", "cpu",
-             "--tag", "--nj"]  # a value that looks like an option stays a value
+             "--tag", "--nj", "--trust-remote-code", "--max-duration", "20", "--strict"]
+    # (a value that looks like an option stays a value)
     original = decode_module.run_decode
     decode_module.run_decode = seen.append
     try:
@@ -142,6 +146,7 @@ def test_worker_arguments_are_the_parents_with_the_part(tmp_path):
     assert args[args.index("--device") + 1] == "cpu" and "--device=cpu" not in args
     assert "--no-image" in args and "--beam=3" in args and "--nbest=2" in args and "--stage=3" in args
     assert "--max-batch-seconds=30" in args and "--tag=--nj" in args
+    assert "--trust-remote-code" in args and "--max-duration=20" in args and "--strict" in args
     # the worker parses to the same options (but its part, threads and nj) and names the same decode directory
     seen.clear()
     decode_module.run_decode = seen.append
@@ -214,3 +219,60 @@ def test_cli_nj2_subprocesses_equal_nj1_and_rerun_skips(tmp_path):
     run_decode(DecodeOptions(exp=exp, data=tmp_path / "data" / "test", stage=3, batch_size=3, tag="two", nj=2))
     assert [(d2 / "split2" / k / "hyp").stat().st_mtime_ns for k in ("1", "2")] == mtimes
     assert "part 1/2 already decoded" in (d2 / "decode.log").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has finished; only its parent's wait is missing
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_sigterm_of_the_parent_stops_its_workers(tmp_path):
+    """`kill PID` of `xllm decode --nj 2`: the parent exits non-zero and no worker decodes on."""
+    import signal
+    import subprocess
+    import time
+
+    utts = []
+    for k in range(40):  # enough work that a worker outliving its parent would be seen alive
+        utt = f"spk{k % 2}-{k:02d}"
+        wav = tmp_path / "wav" / f"{utt}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav, (0.1 * np.random.default_rng(k).standard_normal(24000)).astype(np.float32), 16000)
+        utts.append(Utterance(utt_id=utt, spk=f"spk{k % 2}", recording=utt, path=str(wav), text="你好", duration=1.5))
+    write_datadir(tmp_path / "data" / "test", utts)
+    exp = build_tiny_exp(tmp_path, ["你好世界"])
+    parent = subprocess.Popen([sys.executable, "-m", "xllm_cli", "decode", "--exp", str(exp), "--data",
+                               str(tmp_path / "data" / "test"), "--stage", "3", "--batch-size", "1", "--nj", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            workers = _children(parent.pid)
+            time.sleep(0.05)
+        assert len(workers) == 2, parent.communicate(timeout=60)
+        time.sleep(1.0)  # the workers are importing or decoding
+        parent.send_signal(signal.SIGTERM)
+        _, err = parent.communicate(timeout=60)
+        assert parent.returncode != 0
+        assert "SIGTERM" in err and "Traceback" not in err
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [w for w in workers if _alive(w)]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()

@@ -109,13 +109,14 @@ def test_unknown_encoder_type():
 
 
 def test_one_registry_for_encoders_and_features():
+    from xllm_cli.config.schema import SpeechEncoderConfig
     from xllm_cli.data.features import FEATURE_EXTRACTORS, build_feature_extractor
     from xllm_cli.models.speech_encoders import ENCODERS
 
     assert {"conformer", "whisper", "hubert", "wav2vec2"} <= set(ENCODERS)
     assert all(spec.features in FEATURE_EXTRACTORS for spec in ENCODERS.values())
     # a type the model cannot build gets no features either: one line naming the registered types
-    for build in (lambda: build_speech_encoder({"type": "wavlm"}), lambda: build_feature_extractor({"type": "wavlm"})):
+    for build in (lambda: build_speech_encoder({"type": "wavlm"}), lambda: build_feature_extractor(SpeechEncoderConfig(type="wavlm"))):
         with pytest.raises(XllmError, match="unknown encoder type") as e:
             build()
         assert "conformer, hubert, wav2vec2, whisper" in str(e.value) and "\n" not in str(e.value)

@@ -12,7 +12,6 @@ import torch
 from xllm_cli.data.features import (
     Cmvn,
     FbankExtractor,
-    SpecAugmentOptions,
     build_feature_extractor,
     build_image_transform,
     compute_cmvn,
@@ -20,6 +19,7 @@ from xllm_cli.data.features import (
     spec_augment,
     speed_perturb,
 )
+from xllm_cli.config.schema import FeaturesConfig, SpecAugmentConfig, SpeechEncoderConfig, VisionEncoderConfig
 from xllm_cli.errors import XllmError
 
 torch.set_num_threads(1)
@@ -51,7 +51,7 @@ def write_datadir(root, durations: dict[str, float]):
 
 # -------------------------------------------------------------------- fbank
 def test_fbank_shape_and_frame_count():
-    ex = build_feature_extractor({"type": "conformer"}, {})
+    ex = build_feature_extractor(SpeechEncoderConfig(type="conformer"), FeaturesConfig())
     assert isinstance(ex, FbankExtractor) and ex.dim == 80 and ex.frame_shift == pytest.approx(0.01)
     feats = ex(tone(1.0))
     # 25 ms window, 10 ms shift, no edge padding (Kaldi snip_edges): 1 + (16000 - 400) // 160 = 98
@@ -66,7 +66,7 @@ def test_fbank_shape_and_frame_count():
 
 
 def test_fbank_dims_configurable_and_dither_only_in_training():
-    ex = build_feature_extractor({"type": "conformer"}, {"num_mel_bins": 40, "dither": 1.0})
+    ex = build_feature_extractor(SpeechEncoderConfig(type="conformer"), FeaturesConfig(num_mel_bins=40, dither=1.0))
     wave = tone(0.5)
     assert ex(wave).shape[1] == 40
     assert torch.equal(ex(wave), ex(wave)), "evaluation must be deterministic (no dither)"
@@ -75,7 +75,7 @@ def test_fbank_dims_configurable_and_dither_only_in_training():
 
 def test_cmvn_normalises_the_data_it_was_computed_on(tmp_path):
     data = write_datadir(tmp_path / "train", {"a-1": 0.6, "a-2": 0.9, "b-1": 1.2, "b-2": 0.4})
-    raw = build_feature_extractor({"type": "conformer"}, {})
+    raw = build_feature_extractor(SpeechEncoderConfig(type="conformer"), FeaturesConfig())
     out = tmp_path / "exp" / "cmvn.json"
     stats = compute_cmvn(data, raw, out)
     assert out.is_file()
@@ -84,7 +84,7 @@ def test_cmvn_normalises_the_data_it_was_computed_on(tmp_path):
     assert len(content["mean"]) == len(content["std"]) == 80 and content["utterances"] == 4
     assert content["frames"] == stats["frames"] > 0
 
-    ex = build_feature_extractor({"type": "conformer"}, {}, cmvn_path=out)
+    ex = build_feature_extractor(SpeechEncoderConfig(type="conformer"), FeaturesConfig(), cmvn_path=out)
     from xllm_cli.data.datadir import DataDir
     from xllm_cli.data.features import load_wave
 
@@ -109,7 +109,7 @@ def test_cmvn_errors(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"mean": [0, 0], "std": [1, 1]}')
     with pytest.raises(XllmError, match="2 dimensions but the features have 80"):
-        build_feature_extractor({"type": "conformer"}, {}, cmvn_path=bad)
+        build_feature_extractor(SpeechEncoderConfig(type="conformer"), FeaturesConfig(), cmvn_path=bad)
     bad.write_text("not json")
     with pytest.raises(XllmError, match="not a CMVN JSON"):
         Cmvn.load(bad)
@@ -117,7 +117,7 @@ def test_cmvn_errors(tmp_path):
 
 def test_unknown_encoder_type():
     with pytest.raises(XllmError, match="unknown encoder type"):
-        build_feature_extractor({"type": "lstm"}, {})
+        build_feature_extractor(SpeechEncoderConfig(type="lstm"), FeaturesConfig())
 
 
 # ------------------------------------------------------------ other encoders
@@ -125,7 +125,7 @@ def test_whisper_extractor_unpadded(tmp_path):
     from transformers import WhisperFeatureExtractor
 
     WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp_path / "whisper")
-    ex = build_feature_extractor({"type": "whisper", "path": str(tmp_path / "whisper")}, {})
+    ex = build_feature_extractor(SpeechEncoderConfig(type="whisper", path=str(tmp_path / "whisper")), FeaturesConfig())
     assert ex.dim == 80 and ex.kind == "whisper" and ex.frame_shift == pytest.approx(0.01)
     wave = tone(1.23)
     feats = ex(wave)
@@ -135,11 +135,11 @@ def test_whisper_extractor_unpadded(tmp_path):
     assert full.shape[0] == 3000
     assert torch.allclose(feats, full[: feats.shape[0]], atol=1e-4)
     with pytest.raises(XllmError, match="cannot load a Whisper feature extractor"):
-        build_feature_extractor({"type": "whisper", "path": str(tmp_path / "nope")}, {})
+        build_feature_extractor(SpeechEncoderConfig(type="whisper", path=str(tmp_path / "nope")), FeaturesConfig())
 
 
 def test_waveform_extractor_normalised():
-    ex = build_feature_extractor({"type": "hubert"}, {})
+    ex = build_feature_extractor(SpeechEncoderConfig(type="hubert"), FeaturesConfig())
     feats = ex(tone(0.5) * 0.1 + 0.05)
     assert feats.shape == (8000, 1) and ex.dim == 1
     assert abs(float(feats.mean())) < 1e-4 and abs(float(feats.std()) - 1) < 1e-3
@@ -158,7 +158,7 @@ def test_speed_perturb_changes_length_by_factor(factor):
 
 def test_spec_augment_masks_and_is_seeded():
     feats = torch.randn(300, 80) + 5.0  # no natural zeros
-    opts = {"num_freq_masks": 2, "freq_mask_width": 20, "num_time_masks": 2, "time_mask_width": 50, "time_mask_ratio": 0.2}
+    opts = SpecAugmentConfig(num_freq_masks=2, freq_mask_width=20, num_time_masks=2, time_mask_width=50, time_mask_ratio=0.2)
     g1 = torch.Generator().manual_seed(3)
     g2 = torch.Generator().manual_seed(3)
     a, b = spec_augment(feats, opts, g1), spec_augment(feats, opts, g2)
@@ -171,15 +171,16 @@ def test_spec_augment_masks_and_is_seeded():
     assert any((m == 0).all(1).any() for m in masked), "some time masks"
     assert zero_cols <= 40 and zero_rows <= 60  # within the configured widths (ratio caps time at 60 frames)
     assert spec_augment(feats, False) is feats
-    with pytest.raises(XllmError, match="unknown option"):
-        SpecAugmentOptions.from_cfg({"freq_masks": 2})
+    assert spec_augment(feats, SpecAugmentConfig(enabled=False)) is feats
+    assert torch.equal(spec_augment(feats, True, torch.Generator().manual_seed(3)),
+                       spec_augment(feats, SpecAugmentConfig(), torch.Generator().manual_seed(3)))
 
 
 # ------------------------------------------------------------------- images
 def test_tiny_image_transform():
     from PIL import Image
 
-    transform = build_image_transform({"path": None, "image_size": 64})
+    transform = build_image_transform(VisionEncoderConfig(path=None, image_size=64))
     img = Image.new("RGB", (100, 50), (255, 0, 128))
     x = transform(img)
     assert x.shape == (3, 64, 64)
@@ -187,11 +188,20 @@ def test_tiny_image_transform():
     assert transform(img.convert("L")).shape == (3, 64, 64)  # grey images become RGB
 
 
+def test_tiny_image_transform_matches_the_random_tower_size():
+    """No image_size: the transform uses init.image_size, else 64, as models/vision.py builds the tower
+    (it used to default to 224, which a 64-pixel random tower refuses)."""
+    from xllm_cli.config.schema import VisionInitConfig
+
+    assert build_image_transform(VisionEncoderConfig()).image_size == 64
+    assert build_image_transform(VisionEncoderConfig(init=VisionInitConfig(image_size=32))).image_size == 32
+
+
 def test_pretrained_image_processor(tmp_path):
     from PIL import Image
     from transformers import CLIPImageProcessor
 
     CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path / "clip")
-    transform = build_image_transform({"type": "clip", "path": str(tmp_path / "clip")})
+    transform = build_image_transform(VisionEncoderConfig(path=str(tmp_path / "clip")))
     x = transform(Image.new("RGB", (80, 60), (10, 200, 30)))
     assert x.shape == (3, 32, 32)

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, LogitsProcessorList
 
 from xllm_cli.models.generation import EndAtLimit, greedy_generate
+from xllm_cli.config.schema import LLMInitConfig
 from xllm_cli.models.tiny_llm import create_tiny_llm
 
 torch.set_num_threads(1)
@@ -18,8 +19,8 @@ TEXTS = ["你好世界", "今天天气很好", "我爱北京天安门", "猫在�
 def llm(tmp_path_factory):
     """A tiny Qwen2 whose random weights are sharp enough that greedy output varies by prompt."""
     out = tmp_path_factory.mktemp("llm")
-    create_tiny_llm({"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
-                     "intermediate_size": 128}, TEXTS, out)
+    create_tiny_llm(LLMInitConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128),
+                    TEXTS, out)
     model = AutoModelForCausalLM.from_pretrained(str(out)).eval()
     torch.manual_seed(3)
     with torch.no_grad():

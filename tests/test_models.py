@@ -10,6 +10,8 @@ import torch
 import yaml
 
 from xllm_cli.data.batch import Batch
+from xllm_cli.config.schema import LLMInitConfig, parse_model
+from xllm_cli.config.typed import parse
 from xllm_cli.models.tiny_llm import create_tiny_llm
 from xllm_cli.models.saved_model import load_model, save_model
 from xllm_cli.models.xllm import XLLM
@@ -30,7 +32,7 @@ def cfg(tmp_path_factory) -> dict:
     model_cfg["llm_init"].update(hidden_size=64, num_layers=2, intermediate_size=128)
     llm_dir = tmp_path_factory.mktemp("llm")
     torch.manual_seed(0)
-    create_tiny_llm(model_cfg["llm_init"], TEXTS, llm_dir)
+    create_tiny_llm(parse(LLMInitConfig, model_cfg["llm_init"]), TEXTS, llm_dir)
     model_cfg["llm"]["path"] = str(llm_dir)
     return model_cfg
 
@@ -263,17 +265,16 @@ def test_save_load_round_trip(cfg, tmp_path):
 
 
 def test_presets_parse():
-    from xllm_cli.models.config import load_model_config
+    from xllm_cli.config.saved import read_config
 
     presets = sorted(PRESET.parent.glob("*.yaml"))
     assert len(presets) >= 5
     for p in presets:
-        m = load_model_config(p)
-        assert {"llm", "speech_encoder", "cformer", "speech_adapter"} <= set(m), p
-        assert m["speech_encoder"]["type"] in ("conformer", "whisper", "hubert", "wav2vec2")
-        assert m["cformer"]["d_model"] % m["cformer"]["num_heads"] == 0, p
+        m = parse_model(read_config(p)["model"])  # typed: unknown keys or wrong types fail here
+        assert m.speech_encoder.type in ("conformer", "whisper", "hubert", "wav2vec2")
+        assert m.cformer.d_model % m.cformer.num_heads == 0, p
         if p.name != "tiny.yaml":
-            assert m["llm"]["path"] and m["speech_encoder"]["path"] and m["dtype"] == "bfloat16"
+            assert m.llm.path and m.speech_encoder.path and m.dtype == "bfloat16"
 
 
 def test_pretrained_parts_are_referenced_not_copied(cfg, tmp_path):
@@ -312,7 +313,7 @@ def test_pretrained_parts_are_referenced_not_copied(cfg, tmp_path):
     assert loaded.nar_decode(batch) == model.nar_decode(batch)
     # fine-tuning the pretrained encoder makes it part of the saved model
     c["speech_encoder"]["finetune"] = True
-    model.cfg = c
+    model.cfg = parse_model(c)
     XLLM_FAMILY.configure_stage(model, 1, "speech")
     assert all(p.requires_grad for p in model.speech_encoder.encoder.layers.parameters())
     save_model(model, c, tmp_path / "m2")
@@ -413,7 +414,7 @@ def test_stage0_objective_copy_format(cfg):
     c = copy.deepcopy(cfg)
     c["llm"]["align_speech_positions"] = True
     c["llm_init"]["stage0_tasks"] = {"asr": 1.0}
-    obj = Stage0Objective(llm, tok, c)
+    obj = Stage0Objective(llm, tok, parse_model(c))
     seen = {}
     real_forward = llm.forward
 
@@ -437,5 +438,5 @@ def test_stage0_objective_copy_format(cfg):
     assert llm.get_input_embeddings().weight.grad is not None
     # plain LM task: just BOS + text + EOS
     c["llm_init"]["stage0_tasks"] = {"lm": 1.0}
-    Stage0Objective(llm, tok, c)(Batch(utt_ids=["a"], texts=["你好"]))
+    Stage0Objective(llm, tok, parse_model(c))(Batch(utt_ids=["a"], texts=["你好"]))
     assert seen["inputs_embeds"].shape[1] == 1 + 2 + 1

@@ -19,8 +19,7 @@ from xllm_cli.training import checkpoint as ck
 from toy_family import toy_env
 
 RECIPE = """
-model: {type: toy, dim: 8, dropout: 0.2}
-data: {toy_utts: 40, toy_dev_utts: 8}
+model: {type: toy, dim: 8, dropout: 0.2, toy_utts: 40, toy_dev_utts: 8}
 stage1:
   epochs: 3
   lr: 0.01

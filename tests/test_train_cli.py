@@ -42,9 +42,11 @@ def test_recipe_errors_are_one_line_with_file_and_line(tmp_path):
 
     (tmp_path / "toy.yaml").write_text("model: {type: toy}\nstage1: {lrr: 0.1}\n")
     proc = xllm("train", "--stage", "1", "--config", "toy.yaml", "--exp", "exp", "--device", "cpu", cwd=tmp_path)
-    assert proc.returncode != 0 and "stage1.lrr: unknown training option" in proc.stderr
+    assert proc.returncode != 0 and "stage1.lrr: unknown key" in proc.stderr
+    (tmp_path / "toy.yaml").write_text("model: {type: toy}\nstage1: {lr: 0.1}\n")
     proc = xllm("train", "--stage", "2", "--config", "toy.yaml", "--exp", "exp", "--device", "cpu", cwd=tmp_path)
     assert proc.returncode != 0 and "no stage2: section" in proc.stderr
+    assert not (tmp_path / "exp").exists()  # refused before anything is written
 
 
 def test_stage1_without_stage0_lm_says_what_to_run(tmp_path):
@@ -83,7 +85,10 @@ def test_stage0_trains_a_char_lm_into_an_hf_directory(tmp_path):
     saved = load_file(str(llm_dir / "model.safetensors"))
     assert all(torch.equal(best[k], saved[k]) for k in saved)
     resolved = yaml.safe_load((tmp_path / "exp/stage0/config.yaml").read_text(encoding="utf-8"))
-    assert resolved["model"]["llm"]["path"] == str(llm_dir.resolve())  # what later stages load
+    assert resolved["model"]["llm"]["path"] == "llm"  # what later stages load, relative: the experiment can move
+    from xllm_cli.experiment import load_stage_recipe
+
+    assert load_stage_recipe(tmp_path / "exp", 0).model.llm.path == str(llm_dir.resolve())
     assert (tmp_path / "exp/stage0/train.log").read_text().count("validation at step") == 3
     assert list((tmp_path / "exp/stage0/tensorboard").iterdir())
 
@@ -93,7 +98,7 @@ def test_stage0_trains_a_char_lm_into_an_hf_directory(tmp_path):
 
 def test_average_cli_averages_the_best_checkpoints(tmp_path):
     (tmp_path / "toy.yaml").write_text(
-        "model: {type: toy, dim: 4}\ndata: {toy_utts: 16, toy_dev_utts: 4}\n"
+        "model: {type: toy, dim: 4, toy_utts: 16, toy_dev_utts: 4}\n"
         "stage1: {epochs: 4, lr: 0.05, keep_best: 3, log_interval: 100, batch: {batch_size: 4}}\n"
     )
     proc = xllm("train", "--stage", "1", "--config", "toy.yaml", "--exp", "exp", "--device", "cpu", cwd=tmp_path)

@@ -15,13 +15,13 @@ from xllm_cli.errors import XllmError
 from xllm_cli.training import checkpoint as ck
 from xllm_cli.training.schedule import Schedule
 from xllm_cli.training.trainer import TrainOptions, Trainer, char_errors
-from toy_family import build_toy, save_toy
+from toy_family import ToyModelConfig, build_toy, save_toy
 
 torch.set_num_threads(1)
 
 
 def toy(batch_size=4, cer_utts=0, dropout=0.1, utts=32):
-    model, source = build_toy({"dim": 6, "dropout": dropout}, {"toy_utts": utts, "toy_dev_utts": 8}, batch_size,
+    model, source = build_toy(ToyModelConfig(dim=6, dropout=dropout, toy_utts=utts, toy_dev_utts=8), batch_size,
                               seed=0, cer_utts=cer_utts, rank=0, world_size=1)
     return model, source
 
@@ -126,7 +126,9 @@ def test_errors_are_one_line_user_errors(tmp_path):
     m.w.requires_grad_(True)
     with pytest.raises(XllmError, match="loss is nan"):
         Trainer(m, source, TrainOptions(log_interval=100), tmp_path / "b", 1).fit()
-    with pytest.raises(XllmError, match=r"stage1\.lrr: unknown training option"):
-        TrainOptions.from_dict({"lrr": 1}, "recipe: stage1")
-    with pytest.raises(XllmError, match="fp16 is not supported"):
-        TrainOptions.from_dict({"amp": "fp16"})
+    from xllm_cli.config.schema import parse_recipe
+
+    with pytest.raises(XllmError, match=r"r\.yaml: stage1\.lrr: unknown key \(did you mean lr\?\)"):
+        parse_recipe({"stage1": {"lrr": 1}}, "r.yaml")
+    with pytest.raises(XllmError, match=r"stage1\.amp: expected one of 'auto', 'bf16', 'none', got 'fp16'"):
+        parse_recipe({"stage1": {"amp": "fp16"}}, "r.yaml")

@@ -203,3 +203,34 @@ def test_several_files_print_text_with_headers_but_need_out_for_srt(islands_wav,
     assert text.splitlines()[0] == f"==> {islands_wav} <==" and f"==> {other} <==" in text.splitlines()
     with pytest.raises(XllmError, match="--out"):
         run([islands_wav, other], "srt")
+
+
+def test_out_is_checked_before_the_model_loads(islands_wav, tmp_path, monkeypatch):
+    """--out that cannot take the results fails at once, in one line: no model is loaded, nothing decoded."""
+    from xllm_cli.errors import XllmError
+
+    def no_model(opts):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(T, "build_chunk_decoder", no_model)
+    other = tmp_path / "other.wav"
+    sf.write(other, np.concatenate([silence(0.5), voiced(1.0), silence(0.5)]), SR)
+    existing = tmp_path / "notes"
+    existing.write_text("mine\n")
+    cases = [
+        ([islands_wav, other], "srt", tmp_path / "subs.srt", "a file, but 2 inputs need a directory"),
+        ([islands_wav, other], "text", existing, "a file, but 2 inputs need a directory"),
+        ([islands_wav], "srt", existing / "subs", "is a file, not a directory"),
+        ([islands_wav], "srt", existing / "deeper" / "talk.srt", "is a file, not a directory"),
+    ]
+    for files, fmt, out, message in cases:
+        opts = T.TranscribeOptions(exp=tmp_path, files=files, format=fmt, out=out)
+        with pytest.raises(XllmError, match=message):
+            T.run_transcribe(opts)
+    assert existing.read_text() == "mine\n"
+
+
+def test_out_may_name_the_file_of_a_single_input(islands_wav, tmp_path):
+    run([islands_wav], "srt", out=tmp_path / "subs" / "talk-en.srt")
+    assert (tmp_path / "subs" / "talk-en.srt").read_text(encoding="utf-8").startswith("1\n00:00:0")
+    assert not (tmp_path / "subs" / "talk-en.srt" / "talk.srt").exists()

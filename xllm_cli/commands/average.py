@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ._options import trust_remote_code_option
+
 
 def register(app: typer.Typer) -> None:
     app.command("average")(average)
@@ -16,6 +18,7 @@ def average(
     stage: int = typer.Option(..., "--stage", help="Stage whose checkpoints to average (1-3)."),
     num: int = typer.Option(5, "--num", help="How many of the best checkpoints (by validation score)."),
     modality: str = typer.Option("speech", "--modality", help="Stage 2 only: the modality's run (speech, image, video)."),
+    trust_remote_code: bool = trust_remote_code_option(),
 ) -> None:
     """Average the NUM best checkpoints of a stage (by validation loss or CER).
 
@@ -27,7 +30,9 @@ def average(
     from ..console import console
     from ..errors import XllmError
     from ..training.average import average_stage
+    from ..trust import allow_remote_code
 
+    allow_remote_code(trust_remote_code)
     if num < 1:
         raise XllmError("--num must be at least 1")
     out = average_stage(exp, stage, num, modality)

@@ -41,7 +41,8 @@ def validate_cmd(
     check_audio: bool = typer.Option(
         False,
         "--check-audio",
-        help="Also open every audio file: readable, sample rate 8-48 kHz, duration > 0 and < 1 h, agrees with utt2dur.",
+        help="Also decode every audio file in full (slow). Without it the headers are still read: readable, not "
+        "truncated, sample rate 8-48 kHz, duration > 0 and < 1 h, agrees with utt2dur/reco2dur.",
     ),
     no_warn: bool = typer.Option(
         False, "--no-warn", help="Do not print warnings (e.g. speaker id not a prefix of the utterance id)."
@@ -49,9 +50,10 @@ def validate_cmd(
 ) -> None:
     """Check a data directory as Kaldi's validate_data_dir.sh does.
 
-    Checks sorted unique keys, utt2spk/spk2utt agreement, audio for every utterance,
-    segment bounds, UTF-8, non-empty transcripts, image/video/prompt keys and that
-    referenced files exist. Prints each problem as FILE:LINE: PROBLEM on stderr and
+    Checks sorted unique keys, utt2spk/spk2utt agreement (and Kaldi's speaker-then-
+    utterance sort order), audio for every utterance, segment bounds, UTF-8 without a
+    BOM, non-empty transcripts, image/video/prompt keys, that referenced files exist
+    and every audio header (warning about files Kaldi or lhotse cannot read as is). Prints each problem as FILE:LINE: PROBLEM on stderr and
     exits 1 when there is any error; prints "DIR: OK (N utterances)" otherwise.
 
     Example: xllm data validate data/train --check-audio
@@ -79,20 +81,18 @@ def fix_cmd(directory: Path = typer.Argument(..., metavar="DIR", help="Data dire
 
     Sorts every file, skips malformed lines, drops utterances missing from a required
     file (utt2spk, text, segments, wav.scp) or with a bad segment, drops recordings
-    no utterance uses, and regenerates spk2utt. The original files are kept in
-    DIR/.backup/.
+    no utterance uses, regenerates spk2utt and strips a UTF-8 BOM. The original
+    files are kept in DIR/.backup.N/ (a new N each run).
 
     Example: xllm data fix data/train
     """
     from ..data.datadir import DataDir
     from ..data.datadir_ops import fix_datadir
 
-    notes = fix_datadir(directory)
+    notes, backup = fix_datadir(directory)
     for note in notes:
         _err(f"{directory}: {note}")
-    print(
-        f"{directory}: fixed ({len(DataDir.load(directory))} utterances kept, {len(notes)} change(s); originals in {directory / '.backup'})"
-    )
+    print(f"{directory}: fixed ({len(DataDir.load(directory))} utterances kept, {len(notes)} change(s); originals in {backup})")
 
 
 @data_app.command("sort")

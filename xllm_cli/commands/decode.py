@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 from typer.core import TyperCommand
 
+from ._options import trust_remote_code_option
+
 _ARGS = "xllm_cli.decode.args"  # click Context.meta key: the decode arguments as given
 
 
@@ -67,12 +69,24 @@ def decode(
     threads: Optional[int] = typer.Option(
         None, "--threads", help="Torch threads (default: all cores; with --nj, cores / N per job)."
     ),
+    max_duration: Optional[float] = typer.Option(
+        None, "--max-duration",
+        help="Longest utterance decoded, in seconds (default: 60; 30 with --whisper). Longer ones are skipped: "
+             "segment them (xllm transcribe does VAD chunking).",
+    ),
+    strict: bool = typer.Option(
+        False, "--strict",
+        help="Fail on an utterance that cannot be decoded (unreadable, empty, outside its file, too long) "
+             "instead of skipping it and listing it in DECODE/skipped.",
+    ),
+    trust_remote_code: bool = trust_remote_code_option(),
 ) -> None:
     """Decode DATA with the model of EXP and write EXP/decode_<set>_<tag>/.
 
-    The decode directory holds hyp (Kaldi text), nbest.jsonl, decode.log and, when
-    DATA has a text file, ref, hyp.trn/ref.trn (sclite), per_utt alignments and
-    result.txt. Utterances are decoded in batches sorted by length; a killed job
+    The decode directory holds hyp (Kaldi text, every decoded utterance),
+    nbest.jsonl, decode.log, skipped (utterances that could not be decoded, with
+    the reason) and, when DATA has a text file, ref, hyp.trn/ref.trn (sclite),
+    per_utt alignments and result.txt. Utterances are decoded in batches sorted by length; a killed job
     resumes where it stopped, and with --nj a rerun skips finished parts. The
     real-time factor (decode seconds / audio seconds) is printed at the end.
 
@@ -80,12 +94,15 @@ def decode(
     """
     from ..decoding.decode import run_decode
     from ..decoding.options import DecodeOptions, parse_part
+    from ..trust import allow_remote_code
 
+    allow_remote_code(trust_remote_code)  # --nj workers get the flag with the rest of the arguments
     opts = DecodeOptions(
         exp=exp, data=data, stage=stage, mode=mode, beam=beam, nbest=nbest, batch_size=batch_size,
         max_batch_seconds=max_batch_seconds, max_new_tokens=max_new_tokens, nj=nj, use_image=not no_image,
         use_video=not no_video, device=device, tag=tag, wer=wer, rescore=rescore, lm_weight=lm_weight,
-        whisper=whisper, part=parse_part(part) if part else None, threads=threads,
+        whisper=whisper, part=parse_part(part) if part else None, threads=threads, max_duration=max_duration,
+        strict=strict,
         argv=ctx.meta.get(_ARGS),
     )
     run_decode(opts)

@@ -10,6 +10,7 @@ import typer
 
 from ..errors import XllmError
 from ._help import example_last
+from ._options import trust_remote_code_option
 
 export_app = typer.Typer(
     help=(
@@ -57,6 +58,7 @@ def export_ct2_cmd(
     quantization: str = typer.Option("int8", "--quantization", "-q", help=_QUANT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: EXP/ct2_llm)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
+    trust_remote_code: bool = trust_remote_code_option(),
 ) -> None:
     """Convert the experiment's frozen LLM to CTranslate2 (for n-best rescoring).
 
@@ -68,7 +70,9 @@ def export_ct2_cmd(
     Example: xllm export ct2 exp/tiny --stage 3 --quantization int8
     """
     from ..decoding.ct2 import export_llm_ct2, find_llm_dir
+    from ..trust import allow_remote_code
 
+    allow_remote_code(trust_remote_code)
     exp = exp or exp_opt
     if exp is None and llm is None:
         raise XllmError("give an experiment directory (EXP or --exp) or --llm DIR")
@@ -91,6 +95,7 @@ def export_whisper_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output CTranslate2 directory."),
     quantization: str = typer.Option("int8", "--quantization", "-q", help=_QUANT_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
+    trust_remote_code: bool = trust_remote_code_option(),
 ) -> None:
     """Convert a Hugging Face Whisper model to CTranslate2 for the baseline decoder.
 
@@ -100,7 +105,9 @@ def export_whisper_cmd(
     Example: xllm export whisper downloads/whisper-small --out exp/whisper_small_ct2
     """
     from ..decoding.ct2 import convert_to_ct2
+    from ..trust import allow_remote_code
 
+    allow_remote_code(trust_remote_code)
     _check_out(out, model_dir)
     if out.exists() and not force and _up_to_date(out, model_dir, quantization):
         print(f"{out}: up to date ({model_dir}, {quantization})")

@@ -1,4 +1,4 @@
-"""``xllm prep``: corpora into Kaldi-style data directories (DESIGN.md §3).
+"""``xllm prep``: corpora into Kaldi-style data directories (docs/data-dir.md).
 
 Sub-commands: ``aishell``, ``aishell2``, ``dir`` (a user's own folder) here;
 ``mini`` and ``manifest`` come from their own modules when present.
@@ -64,6 +64,8 @@ def _summary(report, data: Path, seconds: float) -> None:
         skipped.append(f"{len(report.no_transcript):,} audio files without a transcript")
     if report.no_audio:
         skipped.append(f"{len(report.no_audio):,} transcripts without audio")
+    if report.empty_transcript:
+        skipped.append(f"{len(report.empty_transcript):,} empty transcripts")
     if skipped:
         console.print("skipped " + " and ".join(skipped) + " (listed in the log file)")
     written = ", ".join(f"{name} ({stats.utterances:,})" for name, stats in report.sets.items())
@@ -119,18 +121,21 @@ def own_dir(
     data: Path = typer.Argument(..., metavar="DATA", help="Output data directory, e.g. data/mine (log: DATA/prep_dir.log)."),
     tsv: Optional[Path] = typer.Option(None, "--tsv", metavar="FILE", help="Transcripts as 'path<TAB>transcript' lines instead of .txt files; relative paths start from AUDIO_DIR."),
     ext: str = typer.Option(",".join(("wav", "flac", "mp3", "ogg", "opus", "m4a")), "--ext", help="Comma-separated audio extensions to look for (without --tsv)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help=JOBS_HELP),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help=JOBS_HELP + " With --resample: processes converting audio."),
+    resample: Optional[int] = typer.Option(None, "--resample", metavar="RATE", min=1, help="Convert audio that is not 16-bit mono PCM WAV at RATE (e.g. FLAC, MP3, 44.1 kHz stereo) into DATA/wav/, so that Kaldi and lhotse can read wav.scp; usually 16000. Resumable: files already converted are kept."),
 ) -> None:
     """Prepare your own folder of audio files with transcripts.
 
     Utterance ids come from the relative paths (spk1/a.wav -> spk1-a), the
-    speaker from the folder (spk1), or the id itself for files at the top.
+    speaker from the folder (spk1; spk-1 becomes spk_1 so that Kaldi's sort order
+    holds), or the id itself for files at the top. Empty transcripts are skipped
+    and counted.
 
-    Example: xllm prep dir ~/recordings data/mine --ext wav,flac
+    Example: xllm prep dir ~/recordings data/mine --ext wav,flac --resample 16000
     """
     from ..corpora.generic import check_output_dir, prepare_dir
 
     if audio_dir.is_dir():
         check_output_dir(audio_dir, data)  # before the log file goes into DATA
     _run_prep(data, "prep_dir.log", audio_dir, "audio folder",
-              lambda: prepare_dir(audio_dir, data, tsv=tsv, extensions=ext, jobs=jobs))
+              lambda: prepare_dir(audio_dir, data, tsv=tsv, extensions=ext, jobs=jobs, resample=resample))

@@ -10,25 +10,18 @@ import typer
 
 from ..errors import XllmError
 from ._help import help_options
+from ._scoring_options import (keep_spaces_option, lower_option, normalize_options, nfkc_option, punct_option,
+                               unit_option)
 
 
 def score_cmd(
     ref: Path = typer.Argument(..., help="Reference transcripts, Kaldi text (<utt-id> <text>)."),
     hyp: Path = typer.Argument(..., help="Hypotheses, Kaldi text; an utterance may have an empty line (<utt-id> only)."),
-    unit: str = typer.Option(
-        "char", "--unit", "-u",
-        help="Scoring unit: char (CER; every character, spaces ignored), word (WER; whitespace words), "
-             "auto (CJK characters one by one, other words whole; CER, WER or MER for mixed text).",
-    ),
-    remove_punct: bool = typer.Option(
-        True, "--no-punct/--keep-punct",
-        help="Remove punctuation (ASCII and CJK such as 。，、《》) before scoring (default) or score it.",
-    ),
-    nfkc: bool = typer.Option(False, "--nfkc", help="Map full-width characters to half-width (Unicode NFKC) first."),
-    lower: bool = typer.Option(False, "--lower", help="Fold case before scoring."),
-    keep_spaces: bool = typer.Option(
-        False, "--keep-spaces", help="With --unit char, score word gaps as a '<space>' unit (ESPnet style).",
-    ),
+    unit: str = unit_option(),
+    remove_punct: bool = punct_option(),
+    nfkc: bool = nfkc_option(),
+    lower: bool = lower_option(),
+    keep_spaces: bool = keep_spaces_option(),
     utt2spk: Optional[Path] = typer.Option(
         None, "--utt2spk", help="utt2spk file for the per-speaker breakdown (default: utt-id prefix before '-' or '_').",
     ),
@@ -44,23 +37,24 @@ def score_cmd(
     """Score hypotheses against references and print Kaldi compute-wer lines.
 
     Prints `%CER 4.52 [ 4737 / 104765, 116 ins, 198 del, 4423 sub ]` (or %WER / %MER)
-    and `%SER` to stdout. References define the utterance set: a missing hypothesis
-    counts as all deletions, a hypothesis without a reference is ignored (both warned).
+    and `%SER` to stdout. By default English is scored as WER and Chinese as CER
+    (--unit auto), case-folded and without punctuation, exactly as `xllm decode`
+    scores; result.txt names the normalisation. References define the utterance
+    set: a missing hypothesis counts as all deletions, a hypothesis without a
+    reference is ignored (both warned).
 
-    Example: xllm score data/test/text exp/tiny/decode_test/hyp --unit char --out exp/tiny/decode_test
+    Example: xllm score data/test/text exp/tiny/decode_test/hyp --out exp/tiny/decode_test
     """
     from ..data.tables import read_table
-    from ..scoring import NormalizeOptions, UNITS, read_text, result_lines, score_texts, write_decode_dir
+    from ..scoring import read_text, result_lines, score_texts, write_decode_dir
 
-    if unit not in UNITS:
-        raise XllmError(f"--unit must be one of {', '.join(UNITS)}, not '{unit}'")
+    opts = normalize_options(unit, remove_punct, nfkc, lower, keep_spaces)
     if out is not None and out.exists() and not out.is_dir():
         raise XllmError(f"{out}: exists and is not a directory; give --out a directory")
     refs, hyps = read_text(ref), read_text(hyp)
     if not refs:
         raise XllmError(f"{ref}: no utterances")
     spk_map = read_table(utt2spk) if utt2spk is not None else None  # every utterance needs a speaker
-    opts = NormalizeOptions(remove_punct=remove_punct, nfkc=nfkc, lower=lower, remove_spaces=not keep_spaces)
     result = score_texts(refs, hyps, unit=unit, normalize=opts, utt2spk=spk_map)
     if out is not None:  # written before anything is printed: a failed write prints no result
         try:

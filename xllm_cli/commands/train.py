@@ -7,6 +7,11 @@ from typing import List, Optional
 
 import typer
 
+from ._options import trust_remote_code_option
+
+# Set by the process that launches torchrun, which holds the stage lock for its workers.
+STAGE_LOCKED_ENV = "XLLM_STAGE_LOCKED"
+
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
@@ -24,6 +29,7 @@ def train(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
     ngpu: int = typer.Option(1, "--ngpu", help="Processes (GPUs) per node; > 1 re-launches under torchrun (DDP)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    trust_remote_code: bool = trust_remote_code_option(),
 ) -> None:
     """Train one stage of a recipe; resumes after a kill, does nothing when the stage is done.
 
@@ -31,13 +37,30 @@ def train(
     also EXP/stage0/llm). Under torchrun (or with --ngpu N) every process trains its share
     of each batch (DDP; NCCL on GPU, gloo on CPU); rank 0 logs and writes checkpoints.
     Multi-node: XLLM_NNODES=2 XLLM_RDZV=host:29400 xllm train ... --ngpu 8 on each node.
+    One run per stage at a time (EXP/stageN/.lock); resuming under a changed recipe is
+    refused (--no-resume starts the stage again).
 
     Example: xllm train --stage 1 --config recipes/tiny.yaml --exp exp/tiny --set stage1.epochs=2
     """
-    from ..config import load_recipe
-    from ..training.distributed import relaunch_under_torchrun, under_torchrun
+    import os
 
-    cfg = load_recipe(config, overrides or [])  # errors show before any process starts
+    from ..config import load_recipe
+    from ..config.schema import parse_recipe
+    from ..locks import exclusive
+    from ..training.checkpoint import stage_dir
+    from ..training.distributed import relaunch_under_torchrun, under_torchrun
+    from ..training.family import load_plugins
+    from ..training.stage_data import StageRequest
+    from ..training.stages import check_request
+    from ..trust import allow_remote_code
+
+    allow_remote_code(trust_remote_code)
+    load_plugins()  # model families outside xllm register their model: sections
+    # Parsed (unknown keys, wrong types) before any work or any process starts.
+    recipe = parse_recipe(load_recipe(config, overrides or []), source=str(config))
+    req = StageRequest(stage, exp, modality, resume, seed, max_steps)
+    check_request(recipe, req)
+    sdir = stage_dir(exp, stage, modality)
     if ngpu > 1 and not under_torchrun():
         argv = ["train", "--stage", str(stage), "--config", str(config), "--exp", str(exp),
                 "--modality", modality, "--resume" if resume else "--no-resume", "--device", device]
@@ -46,22 +69,34 @@ def train(
         for name, value in (("--seed", seed), ("--max-steps", max_steps), ("--threads", threads)):
             if value is not None:
                 argv += [name, str(value)]
-        code = relaunch_under_torchrun(argv, ngpu)
+        if trust_remote_code:
+            argv.append("--trust-remote-code")
+        with exclusive(sdir, f"stage {stage}"):  # held for the workers, which skip it
+            os.environ[STAGE_LOCKED_ENV] = "1"
+            try:
+                code = relaunch_under_torchrun(argv, ngpu)
+            finally:
+                os.environ.pop(STAGE_LOCKED_ENV, None)
         if code != 0:
             raise typer.Exit(code)
         return
 
+    from contextlib import nullcontext
+
     import torch
 
     from ..training.distributed import cleanup, init_distributed
-    from ..training.stage_data import StageRequest
     from ..training.stages import run_stage
 
     if threads:
         torch.set_num_threads(threads)
-    dist = init_distributed(device)
-    try:
-        run_stage(cfg, StageRequest(stage, exp, modality, resume, seed, max_steps), dist)
-    finally:
-        cleanup()
-
+    # Single process: this one locks. Under torchrun: the launcher did, or (torchrun started
+    # by hand) rank 0 does; other ranks never take it, so they cannot block each other.
+    rank0 = os.environ.get("RANK", "0") == "0"
+    lock = exclusive(sdir, f"stage {stage}") if rank0 and not os.environ.get(STAGE_LOCKED_ENV) else nullcontext()
+    with lock:
+        dist = init_distributed(device)
+        try:
+            run_stage(recipe, req, dist)
+        finally:
+            cleanup()

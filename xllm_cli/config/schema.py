@@ -30,7 +30,7 @@ class LLMConfig:
     """The frozen causal LLM."""
 
     path: str | None = None  # HF directory or hub id; null = this experiment's stage-0 LM (EXP/stage0/llm)
-    chat_template: str | None = None  # null = the tokenizer's own template, else a plain fallback
+    chat_template: bool | None = None  # null = the tokenizer's chat template when it has one; false = plain text prompt
     system_prompt: str | None = None  # null = the template's default system turn
     trust_remote_code: bool = False  # only honoured with --trust-remote-code on the command line
     align_speech_positions: bool = False  # speech vector k takes answer token k's position (stage-0 LMs only)
@@ -220,8 +220,8 @@ class BatchConfig:
     max_batch_seconds: float = 60.0  # audio seconds per batch, after speed perturbation
     max_batch_size: int = 0  # utterances per batch; 0 = no cap
     batch_size: int = 32  # text-only stage 0: utterances per batch
-    min_duration: float = 0.0  # training: drop shorter utterances (0 = no limit)
-    max_duration: float = 0.0  # training: drop longer utterances (0 = no limit)
+    min_duration: float = 0.0  # training: drop shorter utterances, fastest speed_perturb version (0 = no limit)
+    max_duration: float = 0.0  # training: drop longer utterances, slowest speed_perturb version (0 = no limit)
     num_workers: int = 0  # DataLoader worker processes
     prefetch_factor: int = 2
     pool_size: int = 2000  # utterances per shuffled pool sorted by length (0 = whole set)
@@ -310,6 +310,7 @@ class StageConfig(TrainOptions):
     data: StageData = field(default_factory=StageData)
     batch: dict[str, Any] = field(default_factory=dict)  # overrides of data.batch for this stage
     train_modules: list[str] | None = None  # stage 3: module groups that train (default: adapters)
+    seed: int | None = None  # null = the recipe's top-level seed
 
     def __post_parse__(self, where: str) -> None:
         super().__post_parse__(where)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -71,6 +70,7 @@ class PrepReport:
     sets: dict[str, SetStats] = field(default_factory=dict)
     no_transcript: list[str] = field(default_factory=list)  # audio files without a transcript
     no_audio: list[str] = field(default_factory=list)  # transcript ids without audio
+    empty_transcript: list[str] = field(default_factory=list)  # audio files (or TSV lines) whose transcript is empty
     extracted: int = 0  # archives extracted by this run
 
     @property
@@ -319,36 +319,26 @@ def set_stats(utts: Iterable) -> SetStats:
 def write_sets(data: str | Path, sets: dict[str, list]) -> None:
     """Write ``data/<name>`` for each set; all are complete or none is replaced.
 
-    Each set is written into ``data/.<name>.new`` first; only when every set is
-    written are the old folders swapped out, so an error (a bad id, a full disk)
-    leaves ``data`` as it was.
+    Every set is staged beside its folder first (:func:`xllm_cli.data.writing.stage_datadir`);
+    only when every set is written are they swapped in, so an error (a bad id, a
+    full disk) leaves ``data`` as it was. Files of the old folders that xllm does
+    not manage (a user's ``conf/``, logs) are carried over.
     """
-    from ..data.datadir import write_datadir
+    from ..data.datadir import DataDir
+    from ..data.writing import stage_datadir
 
     data = Path(data)
     existed = data.exists()
-    staged: list[tuple[Path, Path]] = []
+    staged = []
     try:
         for name, utts in sets.items():
-            if not utts:
-                continue
-            tmp = data / f".{name}.new"
-            staged.append((tmp, data / name))
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            write_datadir(tmp, utts)
+            if utts:
+                staged.append(stage_datadir(DataDir.from_utterances(utts), data / name))
     except BaseException:
-        for tmp, _ in staged:
-            shutil.rmtree(tmp, ignore_errors=True)
+        for part in staged:
+            part.discard()
         if not existed and data.is_dir() and not any(data.iterdir()):
             data.rmdir()
         raise
-    for tmp, final in staged:
-        old = final.with_name(f".{final.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old.exists():
-            shutil.rmtree(old)
+    for part in staged:
+        part.commit()

@@ -288,7 +288,7 @@ def _make_batch(jobs: list[UttJob]) -> list[UttResult]:
 
 
 def _check_tools(backend: str) -> str:
-    from ..data.audio import require_ffmpeg
+    from ..data.media import require_ffmpeg
     from .mini_tts import get_engine
 
     require_ffmpeg()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.audio import require_ffmpeg
+from ..data.media import require_ffmpeg
 from ..errors import XllmError
 from .mini_images import Scene, render
 

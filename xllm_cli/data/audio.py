@@ -19,6 +19,7 @@ stays bounded by one block. Durations (headers, no decoding) are
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,14 +28,40 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from ..errors import XllmError
-from .durations import audio_duration  # noqa: F401  (re-export: decoding/ imports it from here; see data/durations.py)
-from .media import corrupt, existing_file, ffmpeg_detail, is_soundfile_path
-from .media import require_ffmpeg, require_ffprobe  # noqa: F401  (corpora/mini*.py import them from here)
+from .durations import wav_truncation
+from .layout import SEGMENT_END_TOLERANCE, format_seconds
+from .media import corrupt, existing_file, ffmpeg_failure, is_soundfile_path
+from .media import require_ffmpeg
 
 if TYPE_CHECKING:  # pragma: no cover
     from .utterance import Utterance
 
 SAMPLE_RATE = 16000
+# A segment may end this much past what was decoded: rounding in segments files (validate's
+# SEGMENT_END_TOLERANCE) plus the samples an mp3/aac decoder drops at the end of a stream.
+_SHORT_READ_TOLERANCE = max(SEGMENT_END_TOLERANCE, 0.05)
+_PROBLEM = re.compile(r"utterance '([^'\n]*)': (.*)")
+
+
+class AudioProblem(XllmError):
+    """One utterance's audio cannot be used: ``utt_id`` and a one-line ``reason`` naming the file.
+
+    A decoder skips the utterance and reports it (by id and reason) instead of
+    stopping; training stops with the message, as for any XllmError. Raised by
+    :func:`load_utterance` for a missing, unreadable, truncated or empty file and
+    for a segment that runs past the end of its recording.
+    """
+
+    def __init__(self, utt_id: str, reason: str | None = None):
+        if reason is None:  # rebuilt from its message alone (a DataLoader worker re-raises it that way)
+            found = _PROBLEM.findall(utt_id)
+            utt_id, reason = found[-1] if found else ("?", utt_id)
+        super().__init__(f"utterance '{utt_id}': {reason}")
+        self.utt_id = utt_id
+        self.reason = reason
+
+    def __reduce__(self):
+        return type(self), (self.utt_id, self.reason)
 
 
 @functools.lru_cache(maxsize=8)
@@ -99,7 +126,7 @@ def _ffmpeg_read(path: Path, sample_rate: int, start: float | None, end: float |
     except OSError as e:
         raise XllmError(f"{path}: cannot run ffmpeg: {e}") from None
     if result.returncode != 0:
-        raise corrupt(path, ffmpeg_detail(result.stderr))
+        raise ffmpeg_failure(path, result.stderr)
     return np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
 
 
@@ -130,8 +157,32 @@ def load_audio(
 
 
 def load_utterance(utt: "Utterance", sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The samples of one data-directory utterance, honouring its segment bounds."""
-    return load_audio(utt.path, sample_rate=sample_rate, start=utt.start, end=utt.end)
+    """The samples of one data-directory utterance, honouring its segment bounds.
+
+    Raises :class:`AudioProblem` (an XllmError) when its audio is unusable, rather
+    than returning silence or a shortened signal: a wav cut short (libsndfile would
+    read what is left), no samples at all, or a segment past the end of the file.
+    """
+    try:
+        truncated = wav_truncation(utt.path) if Path(utt.path).suffix.lower() == ".wav" else None
+        if truncated:
+            raise AudioProblem(utt.utt_id, f"{utt.path}: {truncated}")
+        wave = load_audio(utt.path, sample_rate=sample_rate, start=utt.start, end=utt.end)
+    except AudioProblem:
+        raise
+    except XllmError as e:
+        raise AudioProblem(utt.utt_id, str(e)) from None
+    got = wave.size / sample_rate
+    if utt.end is not None and got + _SHORT_READ_TOLERANCE < utt.end - (utt.start or 0.0):
+        start = utt.start or 0.0
+        raise AudioProblem(
+            utt.utt_id,
+            f"{utt.path}: segment {format_seconds(start)}..{format_seconds(utt.end)} s runs past the end of "
+            f"the file ({format_seconds(start + got)} s)",
+        )
+    if wave.size == 0:
+        raise AudioProblem(utt.utt_id, f"{utt.path}: no audio samples (0 s)")
+    return wave
 
 
 def iter_audio_blocks(
@@ -177,7 +228,7 @@ def iter_audio_blocks(
                 break
         stderr = proc.stderr.read()
         if proc.wait() != 0:
-            raise corrupt(path, ffmpeg_detail(stderr))
+            raise ffmpeg_failure(path, stderr)
     finally:  # a consumer that stops early must not leave ffmpeg running
         if proc.poll() is None:
             proc.kill()

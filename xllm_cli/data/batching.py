@@ -13,11 +13,11 @@ its ``state_dict()`` stores (epoch, position).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from ..config.schema import BatchConfig
 from ..errors import XllmError
+from .audio import AudioProblem
 from .batch import Batch
 from .sampler import DynamicBatchSampler
 
@@ -41,6 +41,8 @@ def _clean_worker_errors(loader):
         except XllmError as e:
             text = str(e)
             if "Original Traceback" in text:
+                if isinstance(e, AudioProblem):  # rebuilt from the message: its id and reason are parsed
+                    raise AudioProblem(e.utt_id, e.reason) from None
                 last = [line for line in text.splitlines() if line.strip()][-1]
                 text = last.split("XllmError: ", 1)[-1]
                 raise XllmError(text) from None
@@ -135,60 +137,11 @@ class BatchLoader:
 
 
 # --------------------------------------------------------------- factories
-@dataclass
-class LoaderOptions:
-    """The ``cfg`` keys of :func:`build_dataloader` (all optional).
-
-    max_batch_seconds: total seconds of audio per batch (default 60; after speed perturbation).
-    max_batch_size: at most this many utterances per batch (default 0 = no cap).
-    min_duration / max_duration: seconds; utterances outside are dropped (training only; 0 / 0 = no limit).
-    num_workers: DataLoader worker processes (default 0 = in the main process).
-    prefetch_factor: batches prepared ahead per worker (default 2).
-    pool_size (alias bucket_pool_size): utterances per shuffled pool sorted by length (default 2000; 0 = whole set).
-    shuffle: shuffle in training (default true; evaluation never shuffles).
-    speed_perturb: true = [0.9, 1.0, 1.1], a list of factors, or false (default false; training only).
-    spec_augment: true = defaults, a mapping of SpecAugmentOptions fields, or false (default false; training only).
-    use_audio: compute speech features (default true; false for image-caption batches).
-    use_images: load image.scp images (default true; needs an image transform).
-    use_video: load video.scp frames (default true; needs an image transform).
-    num_frames: video frames sampled uniformly per clip (default 8).
-    require_text: training utterances must have a transcript (default true in training).
-    pin_memory: page-locked batches for faster host-to-GPU copies (default false; only with CUDA).
-    """
-
-    max_batch_seconds: float = 60.0
-    max_batch_size: int = 0
-    min_duration: float = 0.0
-    max_duration: float = 0.0
-    num_workers: int = 0
-    prefetch_factor: int = 2
-    pool_size: int = 2000
-    shuffle: bool = True
-    speed_perturb: object = False
-    spec_augment: object = False
-    use_audio: bool = True
-    use_images: bool = True
-    use_video: bool = True
-    num_frames: int = 8
-    require_text: bool | None = None
-    pin_memory: bool = False
-    max_batch_chars: int = 4000  # text-only loader: total characters per batch
-
-    @classmethod
-    def from_cfg(cls, cfg: dict | None) -> "LoaderOptions":
-        cfg = dict(cfg or {})
-        if "bucket_pool_size" in cfg:
-            cfg.setdefault("pool_size", cfg.pop("bucket_pool_size"))
-        known = set(cls.__dataclass_fields__)
-        # The trainer may pass a whole recipe section: ignore keys meant for others.
-        return cls(**{k: v for k, v in cfg.items() if k in known and v is not None})
-
-
 def build_dataloader(
     datadirs,
     extractor,
     image_transform,
-    cfg: dict | None,
+    opts: BatchConfig,
     train: bool,
     seed: int = 0,
     epoch: int = 0,
@@ -196,22 +149,23 @@ def build_dataloader(
     rank: int = 0,
     world_size: int = 1,
 ) -> BatchLoader:
-    """Batches of ``Batch`` over one or more data directories (see :class:`LoaderOptions` for ``cfg``).
+    """Batches of ``Batch`` over one or more data directories, as ``opts`` (``data.batch``) says.
 
     ``datadirs``: a path, a list of paths, or a list of Utterance. ``train`` turns on
     shuffling, duration filters and augmentation. ``start_batch`` skips the first
     batches of ``epoch`` (resume); ``rank``/``world_size`` split batches for DDP.
     """
     from .dataset import DatasetOptions, SpeechDataset, collate, load_utterances
-    from .features import SpecAugmentOptions, parse_speed_factors
+    from .features import parse_speed_factors, spec_augment_config
 
-    opts = LoaderOptions.from_cfg(cfg)
     require_text = opts.require_text if opts.require_text is not None else train
+    speeds = parse_speed_factors(opts.speed_perturb) if train else None
     utts = load_utterances(
         datadirs,
         min_duration=opts.min_duration if train else 0.0,
         max_duration=opts.max_duration if train else 0.0,
         require_text=require_text,
+        speeds=speeds,
     )
     dataset = SpeechDataset(
         utts,
@@ -223,8 +177,8 @@ def build_dataloader(
             use_images=opts.use_images,
             use_video=opts.use_video,
             num_frames=int(opts.num_frames),
-            speed_perturb=parse_speed_factors(opts.speed_perturb) if train else None,
-            spec_augment=SpecAugmentOptions.from_cfg(opts.spec_augment) if train else None,
+            speed_perturb=speeds,
+            spec_augment=spec_augment_config(opts.spec_augment) if train else None,
             seed=seed,
         ),
     )
@@ -234,7 +188,7 @@ def build_dataloader(
 
 def build_text_dataloader(
     sources,
-    cfg: dict | None,
+    opts: BatchConfig,
     train: bool,
     seed: int = 0,
     epoch: int = 0,
@@ -244,18 +198,17 @@ def build_text_dataloader(
 ) -> BatchLoader:
     """Stage 0: batches of ``Batch(utt_ids, texts=...)`` from Kaldi ``text`` files or data dirs.
 
-    Batched like speech, by characters: ``max_batch_chars`` (default 4000) and ``max_batch_size``.
+    Batched like speech, by characters: ``opts.max_batch_chars`` and ``opts.max_batch_size``.
     """
     from .dataset import TextDataset, collate
 
-    opts = LoaderOptions.from_cfg(cfg)
     dataset = TextDataset(sources)
     # Characters stand in for seconds: the sampler only sums lengths.
     sampler = _sampler(dataset.lengths(), float(opts.max_batch_chars), opts, train, seed, epoch, rank, world_size, start_batch)
     return BatchLoader(dataset, sampler, collate, opts.num_workers, opts.prefetch_factor, opts.pin_memory)
 
 
-def _sampler(lengths, max_total: float, opts: LoaderOptions, train: bool, seed: int, epoch: int,
+def _sampler(lengths, max_total: float, opts: BatchConfig, train: bool, seed: int, epoch: int,
              rank: int, world_size: int, start_batch: int) -> DynamicBatchSampler:
     """The dynamic batch sampler both loaders use: at most ``max_total`` length units a batch."""
     return DynamicBatchSampler(

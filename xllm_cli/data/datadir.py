@@ -87,13 +87,13 @@ class DataDir:
         """
         return writing.tables_from_utterances(cls, utts)
 
-    def save(self, path: str | Path) -> None:
-        """Write the tables to ``path``: C-sorted, each file atomically; spk2utt from utt2spk.
+    def save(self, path: str | Path, invalidates: Iterable[str] = ()) -> None:
+        """Write the tables to ``path`` (C-sorted, spk2utt from utt2spk), replacing it as a whole.
 
-        Known files that this DataDir does not have are removed from ``path`` so that
-        a stale ``segments`` or ``text`` from an earlier write cannot linger.
+        Other files in ``path`` are kept; a table this DataDir lacks is removed only
+        when xllm wrote it or it is in ``invalidates`` (see :func:`.writing.save_datadir`).
         """
-        writing.save_datadir(self, path)
+        writing.save_datadir(self, path, invalidates)
 
     # ------------------------------------------------------------------- access
     def utt_ids(self) -> list[str]:

@@ -1,8 +1,8 @@
 """The ``xllm data`` operations on data directories on disk: fix, sort, subset, split, combine.
 
 Each reads a directory, transforms it with :class:`~.datadir.DataDir` and writes
-the result; a change in place keeps the original files in ``.backup/``
-(docs/data-dir.md).
+the result as a whole (:mod:`.dirswap`); a change in place keeps the original
+files in ``.backup.N/`` (docs/data-dir.md).
 """
 
 from __future__ import annotations
@@ -14,22 +14,26 @@ from typing import Sequence
 from ..errors import XllmError, at, require_dir, require_file
 from ..fsutil import atomic_write
 from .datadir import DataDir
-from .durations import audio_info
+from .dirswap import replacing_dir
+from .durations import audio_header
 from .layout import BACKUP_DIR, KNOWN_FILES, MISSING_CORE_FILE, SPK2UTT, UTT2SPK, WAV_SCP
 from .tables import c_sort_key, c_sorted, read_lines
 
 
 def backup_files(path: str | Path) -> Path:
-    """Copy the known files of ``path`` into ``path/.backup/`` (replacing an older backup)."""
+    """Copy the known files of ``path`` into a new ``path/.backup.N`` and return it.
+
+    N is one more than the highest existing number, so running ``fix`` twice keeps
+    the original files in ``.backup.1`` (a single ``.backup/`` would have been
+    overwritten by the already-fixed ones). The folder appears complete or not at all.
+    """
     root = Path(path)
-    backup = root / BACKUP_DIR
-    backup.mkdir(exist_ok=True)
-    for name in KNOWN_FILES:
-        old = backup / name
-        if (root / name).is_file():
-            shutil.copy2(root / name, old)
-        elif old.exists():
-            old.unlink()
+    numbers = [int(p.name.rsplit(".", 1)[1]) for p in root.glob(f"{BACKUP_DIR}.*") if p.name.rsplit(".", 1)[1].isdigit()]
+    backup = root / f"{BACKUP_DIR}.{max(numbers, default=0) + 1}"
+    with replacing_dir(backup) as tmp:
+        for name in KNOWN_FILES:
+            if (root / name).is_file():
+                shutil.copy2(root / name, tmp / name)
     return backup
 
 
@@ -42,23 +46,25 @@ def require_datadir(path: str | Path) -> Path:
     return root
 
 
-def fix_datadir(path: str | Path) -> list[str]:
-    """Repair ``path`` in place (sort, drop unusable utterances, regenerate spk2utt).
+def fix_datadir(path: str | Path) -> tuple[list[str], Path]:
+    """Repair ``path`` in place (sort, drop unusable utterances, regenerate spk2utt, strip a BOM).
 
-    The original files are kept in ``path/.backup/``. Returns what was changed:
-    lines skipped while reading and utterances/recordings dropped. Missing
+    The original files are kept in ``path/.backup.N`` (returned with the notes:
+    lines skipped while reading and utterances/recordings dropped). Missing
     durations are read from the audio headers.
     """
     root = require_datadir(path)
     dd = DataDir.load(root, lenient=True)
-    fixed, notes = dd.fix(probe=lambda file: audio_info(file)[0])  # the header validate --check-audio reads
+    fixed, notes = dd.fix(probe=lambda file: audio_header(file).seconds)  # the header validate reads
     notes = [f"skipped {p}" for p in dd.load_problems] + notes
     if len(dd) and not len(fixed):
         first = next((n for n in notes if n.startswith("dropped utterance")), "")
         raise XllmError(f"{root}: fixing would drop every utterance ({first}); nothing changed")
-    backup_files(path)
-    fixed.save(path)
-    return notes
+    backup = backup_files(path)
+    # fix read every table of this very directory: one it no longer writes (an utt2dur it
+    # could not complete) is meant to go, and its original is in the backup.
+    fixed.save(path, invalidates=KNOWN_FILES)
+    return notes, backup
 
 
 def sort_datadir(path: str | Path) -> list[str]:

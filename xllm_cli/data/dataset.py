@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -23,13 +23,15 @@ from ..errors import XllmError
 from .batch import Batch
 from .features import (
     FeatureExtractor,
-    SpecAugmentOptions,
     choose_speed,
     load_wave,
     spec_augment,
     speed_perturb,
     utterance_generator,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import SpecAugmentConfig
 
 SAMPLE_RATE = 16000
 
@@ -46,12 +48,18 @@ def load_utterances(
     min_duration: float = 0.0,
     max_duration: float = 0.0,
     require_text: bool = False,
+    speeds: Sequence[float] | None = None,
 ) -> list:
     """Utterances of one or more data directories (or Utterance objects), filtered by duration.
 
     Durations come from utt2dur (or segments); a missing one is read from the
     audio header. ``max_duration`` 0 = no upper limit. Utterance ids must be
     unique across directories. ``require_text``: every utterance needs a transcript.
+
+    ``speeds``: the speed-perturbation factors training will apply. Every version
+    the model may see must pass the filter, so ``max_duration`` applies to the
+    slowest one (duration / min(speeds): 28 s at 0.9 is 31 s, past a Whisper
+    encoder's 30 s) and ``min_duration`` to the fastest (duration / max(speeds)).
     """
     from .datadir import DataDir
     from .durations import utterance_duration
@@ -73,9 +81,16 @@ def load_utterances(
             if u.duration is None:
                 u.duration = utterance_duration(u)
             utts.append(u)
-    kept = [u for u in utts if u.duration >= (min_duration or 0.0) and (not max_duration or u.duration <= max_duration)]
+    slowest, fastest = (min(speeds), max(speeds)) if speeds else (1.0, 1.0)
+    kept = [
+        u
+        for u in utts
+        if u.duration / fastest >= (min_duration or 0.0) and (not max_duration or u.duration / slowest <= max_duration)
+    ]
     if len(kept) < len(utts):
-        log.info(f"duration filter [{min_duration or 0:g}, {max_duration or 'inf'}] s: kept {len(kept)} of {len(utts)} utterances")
+        perturbed = f" (speed-perturbed lengths, factors {min(speeds):g}..{max(speeds):g})" if speeds else ""
+        log.info(f"duration filter [{min_duration or 0:g}, {max_duration or 'inf'}] s{perturbed}: "
+                 f"kept {len(kept)} of {len(utts)} utterances")
     if not kept:
         raise XllmError(
             f"{', '.join(map(str, _as_list(datadirs)))}: no utterances left"
@@ -92,7 +107,7 @@ class DatasetOptions:
     use_video: bool = True  # load video.scp entries (needs an image transform)
     num_frames: int = 8  # video frames per clip
     speed_perturb: Sequence[float] | None = None  # factors, training only
-    spec_augment: SpecAugmentOptions | None = None  # training only
+    spec_augment: "SpecAugmentConfig | None" = None  # training only
     seed: int = 0
 
 

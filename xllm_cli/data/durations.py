@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import XllmError
+from .layout import format_seconds
 from .media import corrupt, existing_file, first_stream, is_soundfile_path, probe_media
-from .wavheader import parse_wav_header
+from .wavheader import parse_wav_header, read_wav_file_header
 
 if TYPE_CHECKING:  # pragma: no cover
     from .utterance import Utterance
@@ -35,26 +37,77 @@ def audio_duration(path: str | Path) -> float:
     return stream_duration(path, "audio")
 
 
-def audio_info(path: str | Path) -> tuple[float, int | None]:
-    """(seconds, sample rate or None) from the file header, for ``xllm data validate --check-audio``.
+@dataclass
+class AudioHeader:
+    """What an audio file's header says, for ``xllm data validate`` and ``xllm data fix``."""
 
-    soundfile first, whatever the extension (no subprocess, and it knows the
-    rate); ffprobe for what libsndfile cannot read (mp3, m4a, video).
-    """
+    seconds: float
+    rate: int | None  # Hz; None when the header does not say
+    channels: int | None
+    container: str  # libsndfile's format (WAV, FLAC, ...) or ffprobe's format name (mp3, mov,mp4,...)
+    codec: str  # libsndfile's subtype (PCM_16, FLOAT, ...) or ffprobe's codec name
+    truncated: str | None = None  # why the file is cut short (a wav whose data ends before its header says)
+
+    def kaldi_problem(self) -> str | None:
+        """Why Kaldi (and lhotse's Kaldi import) cannot read this file as is, or None.
+
+        They read 16 kHz mono 16-bit PCM RIFF/WAV; anything else needs a pipe or a conversion.
+        """
+        problems = []
+        if self.container not in ("WAV", "WAVEX") or not self.codec.startswith("PCM_"):
+            problems.append(f"{self.container} {self.codec}, not RIFF/WAV PCM")
+        elif self.codec != "PCM_16":
+            problems.append(f"{self.codec.removeprefix('PCM_')}-bit PCM, not 16-bit")
+        if self.rate is not None and self.rate != 16000:
+            problems.append(f"{self.rate} Hz, not 16 kHz")
+        if self.channels is not None and self.channels != 1:
+            problems.append(f"{self.channels} channels, not mono")
+        return "; ".join(problems) or None
+
+
+def audio_header(path: str | Path) -> AudioHeader:
+    """The header of an audio file: libsndfile first, whatever the extension (no subprocess),
+    ffprobe for what it cannot read (mp3, m4a, video). Raises XllmError for an unreadable file."""
     path = existing_file(path)
     try:
-        return _soundfile_info(path)
+        import soundfile
+
+        info = soundfile.info(str(path))
     except Exception as e:  # not a soundfile format: ffprobe reads the others
         if is_soundfile_path(path) and shutil.which("ffprobe") is None:
             raise corrupt(path, f"{type(e).__name__}: {e}") from None
-    info = probe_media(path)
-    stream = first_stream(info, "audio")
-    seconds = _duration_of(path, info, "audio")
+    else:
+        return AudioHeader(info.frames / float(info.samplerate), int(info.samplerate), int(info.channels),
+                           info.format, info.subtype, wav_truncation(path) if info.format == "WAV" else None)
+    probe = probe_media(path)
+    stream = first_stream(probe, "audio")
+    seconds = _duration_of(path, probe, "audio")
+
+    def number(key: str) -> int | None:
+        try:
+            return int(stream.get(key) or 0) or None
+        except ValueError:
+            return None
+
+    container = str((probe.get("format") or {}).get("format_name", "?"))
+    return AudioHeader(seconds, number("sample_rate"), number("channels"), container, str(stream.get("codec_name", "?")))
+
+
+def wav_truncation(path: str | Path) -> str | None:
+    """Why a PCM WAV file is cut short (its data ends before the header says), or None.
+
+    libsndfile reads such a file without complaint, just shorter: an interrupted
+    copy would train or be scored as if it were the whole recording.
+    """
     try:
-        rate = int(stream.get("sample_rate") or 0) or None
-    except ValueError:
-        rate = None
-    return seconds, rate
+        riff = read_wav_file_header(str(path))
+    except OSError:
+        return None  # unreadable: the reader that opens it next says why
+    if riff is None or not riff.truncated:
+        return None
+    promised = (riff.declared // riff.block_align) / riff.rate
+    return (f"truncated wav: the header promises {format_seconds(promised)} s of audio, "
+            f"the file holds {format_seconds(riff.seconds)} s")
 
 
 def video_duration(path: str | Path) -> float:
@@ -108,7 +161,7 @@ def _soundfile_info(path: Path) -> tuple[float, int]:
 def _duration_of(path: Path, info: dict, kind: str) -> float:
     stream = first_stream(info, kind)
     if stream is None:
-        raise XllmError(f"{path}: no {kind} stream")
+        raise XllmError(f"no {kind} stream in {path}")
     for value in (stream.get("duration"), (info.get("format") or {}).get("duration")):
         try:
             if value is not None and float(value) > 0:

@@ -23,12 +23,15 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from ..errors import XllmError
 from ..fsutil import atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import FeaturesConfig, SpecAugmentConfig, SpeechEncoderConfig, VisionEncoderConfig
 
 SAMPLE_RATE = 16000
 
@@ -212,55 +215,65 @@ class WaveformExtractor(FeatureExtractor):
         return num_samples
 
 
-def fbank_extractor(encoder_cfg: dict, features_cfg: dict, cmvn_path=None) -> FbankExtractor:
-    """Kaldi fbank (``features_cfg``: ``num_mel_bins`` 80, ``frame_length_ms`` 25, ``frame_shift_ms`` 10,
-    ``dither`` 0.0 -- training only) with global CMVN from ``cmvn_path`` when given."""
+def fbank_extractor(encoder: "SpeechEncoderConfig", features: "FeaturesConfig", cmvn_path=None) -> FbankExtractor:
+    """Kaldi fbank with ``features``' window, shift and dither (training only); ``num_mel_bins``
+    null = the encoder's ``input_dim``; global CMVN from ``cmvn_path`` when given."""
     extractor = FbankExtractor(
-        num_mel_bins=int(features_cfg.get("num_mel_bins", encoder_cfg.get("input_dim", 80))),
-        frame_length_ms=float(features_cfg.get("frame_length_ms", 25.0)),
-        frame_shift_ms=float(features_cfg.get("frame_shift_ms", 10.0)),
-        dither=float(features_cfg.get("dither", 0.0)),
+        num_mel_bins=int(features.num_mel_bins or encoder.input_dim),
+        frame_length_ms=float(features.frame_length_ms),
+        frame_shift_ms=float(features.frame_shift_ms),
+        dither=float(features.dither),
     )
     if cmvn_path is not None:
         extractor.load_cmvn(cmvn_path)
     return extractor
 
 
-def whisper_extractor(encoder_cfg: dict, features_cfg: dict, cmvn_path=None) -> WhisperExtractor:
-    """``WhisperFeatureExtractor.from_pretrained(encoder_cfg["path"])``, or a default one with
-    ``features_cfg["num_mel_bins"]`` mels when there is no path."""
+# Whisper's own front end has 80 mel bins (large-v3: 128, read from its preprocessor config).
+WHISPER_MEL_BINS = 80
+
+
+def whisper_extractor(encoder: "SpeechEncoderConfig", features: "FeaturesConfig", cmvn_path=None) -> WhisperExtractor:
+    """``WhisperFeatureExtractor.from_pretrained(encoder.path)``, or a default one with
+    ``features.num_mel_bins`` (null = 80) mels when there is no path."""
     from transformers import WhisperFeatureExtractor
 
-    path = encoder_cfg.get("path")
+    path = encoder.path
     if path:
         try:
             processor = WhisperFeatureExtractor.from_pretrained(str(path))
         except OSError as e:
             raise XllmError(f"{path}: cannot load a Whisper feature extractor ({str(e).splitlines()[0]})") from None
     else:
-        processor = WhisperFeatureExtractor(feature_size=int(features_cfg.get("num_mel_bins", 80)))
+        processor = WhisperFeatureExtractor(feature_size=int(features.num_mel_bins or WHISPER_MEL_BINS))
     return WhisperExtractor(processor)
 
 
-def waveform_extractor(encoder_cfg: dict, features_cfg: dict, cmvn_path=None) -> WaveformExtractor:
-    """Normalised raw waveform (``features_cfg["normalize"]``, default true)."""
-    return WaveformExtractor(normalize=bool(features_cfg.get("normalize", True)))
+def waveform_extractor(encoder: "SpeechEncoderConfig", features: "FeaturesConfig", cmvn_path=None) -> WaveformExtractor:
+    """Raw waveform, normalised per utterance unless ``features.normalize`` is false."""
+    return WaveformExtractor(normalize=bool(features.normalize))
 
 
 # Feature kinds an encoder type can declare (models/speech_encoders.py ENCODERS).
 FEATURE_EXTRACTORS = {"fbank": fbank_extractor, "whisper": whisper_extractor, "waveform": waveform_extractor}
 
 
-def build_feature_extractor(encoder_cfg: dict, features_cfg: dict | None = None, cmvn_path=None) -> FeatureExtractor:
-    """The extractor that feeds the speech encoder described by ``encoder_cfg``.
+def build_feature_extractor(
+    encoder: "SpeechEncoderConfig | None", features: "FeaturesConfig | None" = None, cmvn_path=None
+) -> FeatureExtractor:
+    """The extractor that feeds ``encoder`` (``model.speech_encoder``; None = the default conformer).
 
     The encoder type's registry entry (:data:`xllm_cli.models.speech_encoders.ENCODERS`)
     names its feature kind; an unknown type is a one-line error listing the registered ones.
+    ``features`` is the recipe's ``features:`` section (None = its defaults).
     """
+    from ..config.schema import FeaturesConfig, SpeechEncoderConfig
     from ..models.speech_encoders import encoder_spec
 
-    spec = encoder_spec(encoder_cfg)
-    return FEATURE_EXTRACTORS[spec.features](dict(encoder_cfg or {}), dict(features_cfg or {}), cmvn_path)
+    encoder = encoder if encoder is not None else SpeechEncoderConfig()
+    features = features if features is not None else FeaturesConfig()
+    spec = encoder_spec(encoder)
+    return FEATURE_EXTRACTORS[spec.features](encoder, features, cmvn_path)
 
 
 # ----------------------------------------------------------------------- CMVN
@@ -363,41 +376,27 @@ def choose_speed(factors: Sequence[float], seed: int, epoch: int, utt_id: str) -
     return float(factors[zlib.crc32(f"{seed}:{epoch}:{utt_id}:speed".encode("utf-8")) % len(factors)])
 
 
-@dataclass
-class SpecAugmentOptions:
-    """SpecAugment (Park et al. 2019) without time warping: frequency and time masks set to 0 (= the CMVN mean)."""
+def spec_augment_config(value: "bool | SpecAugmentConfig | None") -> "SpecAugmentConfig | None":
+    """``data.batch.spec_augment`` resolved: true -> the defaults, a config with ``enabled: false``,
+    false or None -> None (no masking)."""
+    from ..config.schema import SpecAugmentConfig
 
-    num_freq_masks: int = 2
-    freq_mask_width: int = 10  # F: each frequency mask is [0, F) bins wide
-    num_time_masks: int = 2
-    time_mask_width: int = 40  # T: each time mask is [0, T) frames wide ...
-    time_mask_ratio: float = 0.1  # ... and at most this fraction of the utterance
-
-    @classmethod
-    def from_cfg(cls, cfg) -> "SpecAugmentOptions | None":
-        """``True``/``{}`` -> defaults, a dict -> overrides, ``False``/``None`` -> disabled."""
-        if cfg is None or cfg is False:
-            return None
-        if cfg is True:
-            return cls()
-        if isinstance(cfg, SpecAugmentOptions):
-            return cfg
-        if not isinstance(cfg, dict):
-            raise XllmError(f"spec_augment: expected true/false or a mapping, got {cfg!r}")
-        unknown = set(cfg) - set(cls.__dataclass_fields__) - {"enabled"}
-        if unknown:
-            raise XllmError(f"spec_augment: unknown option(s) {sorted(unknown)} (known: {sorted(cls.__dataclass_fields__)})")
-        if cfg.get("enabled", True) is False:
-            return None
-        return cls(**{k: v for k, v in cfg.items() if k != "enabled"})
+    if value is None or value is False:
+        return None
+    if value is True:
+        return SpecAugmentConfig()
+    if not isinstance(value, SpecAugmentConfig):
+        raise XllmError(f"spec_augment: expected true/false or a SpecAugment mapping, got {value!r}")
+    return value if value.enabled else None
 
 
 def spec_augment(feats: torch.Tensor, cfg, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Frequency and time masking of ``feats`` (frames, dim); returns a masked copy.
+    """SpecAugment (Park et al. 2019) without time warping: frequency and time masks set to 0
+    (= the CMVN mean) in a copy of ``feats`` (frames, dim).
 
-    ``cfg``: a :class:`SpecAugmentOptions`, a dict of its fields, or True for defaults.
+    ``cfg``: a :class:`~xllm_cli.config.schema.SpecAugmentConfig`, or true for its defaults.
     """
-    opts = SpecAugmentOptions.from_cfg(cfg)
+    opts = spec_augment_config(cfg)
     if opts is None:
         return feats
     feats = feats.clone()
@@ -438,8 +437,8 @@ def parse_speed_factors(cfg) -> list[float] | None:
 
 
 # ------------------------------------------------------------------- images
-def build_image_transform(vision_cfg: dict | None):
+def build_image_transform(vision: "VisionEncoderConfig"):
     """PIL image -> (3, H, W) float tensor for the vision encoder (see ``images.py``)."""
     from .images import build_image_transform as build
 
-    return build(vision_cfg)
+    return build(vision)

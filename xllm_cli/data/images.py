@@ -10,11 +10,14 @@ to [-1, 1] (mean = std = 0.5).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from ..errors import XllmError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import VisionEncoderConfig
 
 ImageTransform = Callable[["object"], torch.Tensor]  # PIL.Image -> (3, H, W)
 
@@ -47,35 +50,54 @@ class ProcessorImageTransform:
         return out["pixel_values"][0]
 
 
-def build_image_transform(vision_cfg: dict | None) -> ImageTransform:
-    """The transform for the vision encoder described by ``vision_cfg`` (the model's ``vision_encoder`` section).
+# A random-init vision tower's input size when neither vision_encoder.image_size nor
+# vision_encoder.init.image_size is given (models/vision.py builds the tower the same way).
+DEFAULT_TINY_IMAGE_SIZE = 64
 
-    ``path`` set -> ``AutoImageProcessor.from_pretrained(path)``; ``type: tiny_clip`` or no path ->
-    :class:`TinyImageTransform` with ``image_size`` (default 224).
+
+def tiny_image_size(vision: "VisionEncoderConfig") -> int:
+    """Input size of the random-init tower: ``image_size``, else ``init.image_size``, else 64."""
+    return int(vision.image_size or vision.init.image_size or DEFAULT_TINY_IMAGE_SIZE)
+
+
+def build_image_transform(vision: "VisionEncoderConfig") -> ImageTransform:
+    """The transform for the vision encoder ``vision`` (the model's ``vision_encoder`` section).
+
+    ``path`` set -> ``AutoImageProcessor.from_pretrained(path)``; no path (a random-init tower)
+    -> :class:`TinyImageTransform` at the tower's input size (:func:`tiny_image_size`).
     """
-    vision_cfg = dict(vision_cfg or {})
-    path = vision_cfg.get("path")
-    if path and str(vision_cfg.get("type", "")).lower() != "tiny_clip":
+    if vision.path:
         from transformers import AutoImageProcessor
 
         try:
-            processor = AutoImageProcessor.from_pretrained(str(path))
+            processor = AutoImageProcessor.from_pretrained(str(vision.path))
         except (OSError, ValueError) as e:
-            raise XllmError(f"{path}: cannot load an image processor ({str(e).splitlines()[0]})") from None
+            raise XllmError(f"{vision.path}: cannot load an image processor ({str(e).splitlines()[0]})") from None
         return ProcessorImageTransform(processor)
-    return TinyImageTransform(int(vision_cfg.get("image_size", 224)))
+    return TinyImageTransform(tiny_image_size(vision))
 
 
 def load_image(path: str | Path, transform: ImageTransform) -> torch.Tensor:
     """Read an image file and transform it -> (3, H, W); a one-line error for unreadable files."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            return transform(image)
+        # PIL only warns between MAX_IMAGE_PIXELS and twice that; a picture that large would
+        # still cost gigabytes of memory in a DataLoader worker, so it is refused as well.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return transform(image)
     except FileNotFoundError:
         raise XllmError(f"{path}: image not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise XllmError(
+            f"{path}: image too large ({' '.join(str(e).split())}); downscale it (PIL refuses more than "
+            f"{Image.MAX_IMAGE_PIXELS} pixels)"
+        ) from None
     except (UnidentifiedImageError, OSError) as e:
         raise XllmError(f"{path}: cannot read image ({e})") from None
 

@@ -26,7 +26,10 @@ IMAGE_SCP = "image.scp"
 VIDEO_SCP = "video.scp"
 PROMPT = "prompt"
 KNOWN_FILES = (WAV_SCP, TEXT, UTT2SPK, SPK2UTT, SEGMENTS, UTT2DUR, RECO2DUR, IMAGE_SCP, VIDEO_SCP, PROMPT)
-BACKUP_DIR = ".backup"
+BACKUP_DIR = ".backup"  # xllm data fix: .backup.1, .backup.2, ... (one per run)
+# The tables xllm wrote into a data directory, one name a line: only those may be
+# removed by a later write (Kaldi tools ignore files they do not know).
+WRITTEN_LIST = ".xllm_written"
 MISSING_CORE_FILE = "file not found (a data directory needs wav.scp and utt2spk)"
 SEGMENT_END_TOLERANCE = 0.02  # seconds a segment may run past the recording (rounding)
 

@@ -62,6 +62,18 @@ def ffmpeg_detail(stderr: bytes) -> str:
     return lines[-1] if lines else "ffmpeg failed"
 
 
+def ffmpeg_failure(path: str | Path, stderr: bytes, kind: str = "audio") -> XllmError:
+    """The one-line error for a failed ffmpeg run on ``path``.
+
+    A file without the ``kind`` stream asked for (an mp4 with no audio track) makes
+    ffmpeg say "Stream map '0:a' matches no streams. To ignore this, add a trailing
+    '?' to the map", which means nothing to a user: say what is missing instead.
+    """
+    if b"matches no streams" in stderr:
+        return XllmError(f"no {kind} stream in {path}")
+    return corrupt(path, ffmpeg_detail(stderr))
+
+
 def probe_media(path: Path) -> dict:
     """ffprobe's JSON about ``path`` (streams and container), through ``ffmpeg.probe``."""
     import ffmpeg

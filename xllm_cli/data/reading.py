@@ -30,7 +30,7 @@ from .layout import (
     check_speaker,
     check_wav,
 )
-from .tables import c_sort_key, decode_line, duplicate_key, parse_table_line, split_lines
+from .tables import UTF8_BOM, bom_error, c_sort_key, decode_line, duplicate_key, parse_table_line, split_lines
 
 if TYPE_CHECKING:  # pragma: no cover
     from .datadir import DataDir
@@ -59,7 +59,11 @@ class TableReader:
         table: dict[str, str] = {}
         lines: dict[str, int] = {}
         previous: bytes | None = None
-        for number, raw in enumerate(split_lines(path.read_bytes()), start=1):
+        data = path.read_bytes()
+        if data.startswith(UTF8_BOM):  # strict: an error; lenient: noted, and read without it (fix drops it)
+            self.report(bom_error(path))
+            data = data[len(UTF8_BOM):]
+        for number, raw in enumerate(split_lines(data), start=1):
             try:
                 key, value = parse_table_line(path, number, decode_line(path, number, raw), allow_empty)
                 if key in table:

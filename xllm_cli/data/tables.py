@@ -31,6 +31,16 @@ def split_lines(data: bytes) -> list[bytes]:
     return lines
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+BOM_PROBLEM = "starts with a UTF-8 BOM; xllm data fix strips it"
+
+
+def bom_error(path: str | Path) -> XllmError:
+    """A Kaldi table must not start with a BOM (Windows editors add one): Kaldi would read it
+    as part of the first key, so ``\ufeffutt1`` would match nothing."""
+    return at(path, 1, BOM_PROBLEM)
+
+
 def decode_line(path: str | Path, number: int, raw: bytes) -> str:
     """One line as text, or a one-line error naming ``path:number`` when it is not UTF-8."""
     try:
@@ -47,7 +57,10 @@ def read_lines(path: str | Path) -> list[tuple[int, str]]:
     path = Path(path)
     if not path.is_file():
         raise XllmError(f"{path}: file not found")
-    raws = split_lines(path.read_bytes())
+    data = path.read_bytes()
+    if data.startswith(UTF8_BOM):
+        raise bom_error(path)
+    raws = split_lines(data)
     return [(number, decode_line(path, number, raw)) for number, raw in enumerate(raws, start=1)]
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from ..errors import XllmError
 from .datadir import DataDir
-from .durations import audio_duration as audio_seconds  # noqa: F401  (re-export: corpora/generic.py imports it from here)
-from .durations import audio_info
+from .durations import AudioHeader, audio_header
 from .layout import (
     IMAGE_SCP,
     KNOWN_FILES,
@@ -84,7 +83,13 @@ class _Collector:
 
 
 def validate_datadir(path: str | Path, check_audio: bool = False) -> ValidationReport:
-    """Check a data directory; see the module docstring. Never raises for bad content."""
+    """Check a data directory; see the module docstring. Never raises for bad content.
+
+    Every audio file's header is read (cheap: no decoding): an unreadable or
+    truncated file is an error, one Kaldi or lhotse cannot read as is a warning.
+    ``check_audio`` also decodes every file in full (slow), which finds damage
+    past the header.
+    """
     root = Path(path)
     report = ValidationReport(path=root)
     if not root.is_dir():
@@ -93,6 +98,8 @@ def validate_datadir(path: str | Path, check_audio: bool = False) -> ValidationR
     dd = DataDir.load(root, lenient=True)
     report.num_utterances = len(dd.utt2spk)
     c = _Collector(report)
+    if not dd.utt2spk and (root / UTT2SPK).is_file():
+        c.add("empty", str(root / UTT2SPK), "no utterances: the data directory is empty")
     for problem in dd.load_problems:
         file = next((str(root / n) for n in KNOWN_FILES if problem.startswith(f"{root / n}:")), str(root))
         c.add_text("unreadable line", file, problem)
@@ -113,8 +120,10 @@ def validate_datadir(path: str | Path, check_audio: bool = False) -> ValidationR
     _check_referenced_files(dd, c, where)
     _check_per_utterance_files(dd, c, where)
     _check_reco2dur(dd, c, where)
-    # Recording durations: reco2dur, or the audio headers with check_audio.
-    rec_dur = _check_audio_headers(dd, c, where) if check_audio else dict(dd.reco2dur or {})
+    measured = _probe_all(dd, c, where)
+    rec_dur = _check_audio_headers(dd, c, where, measured)  # recording durations: the headers, else reco2dur
+    if check_audio:
+        _decode_all(dd, c, where, measured)
     _check_segment_ends(dd, c, where, rec_dur)
     c.finish()
     return report
@@ -217,11 +226,22 @@ def _check_reco2dur(dd: DataDir, c: _Collector, where) -> None:
                 )
 
 
-def _check_audio_headers(dd: DataDir, c: _Collector, where) -> dict[str, float]:
-    """Open every audio header: sample rate, length, agreement with reco2dur/utt2dur; returns recording durations."""
+def _check_audio_headers(dd: DataDir, c: _Collector, where, measured: dict[str, AudioHeader]) -> dict[str, float]:
+    """The audio headers read: sample rate, length, agreement with reco2dur/utt2dur; returns recording durations."""
     rec_dur: dict[str, float] = dict(dd.reco2dur or {})
-    measured = _probe_all(dd, c, where)
-    for rec, (seconds, rate) in measured.items():
+    for rec, header in measured.items():
+        seconds, rate = header.seconds, header.rate
+        if header.truncated:
+            c.add("truncated", where(WAV_SCP, rec), f"recording '{rec}': {header.truncated}: {resolve_path(dd.wav[rec])}")
+        kaldi = header.kaldi_problem()
+        if kaldi:
+            c.add(
+                "not-kaldi-audio",
+                where(WAV_SCP, rec),
+                f"recording '{rec}': {kaldi}: Kaldi and lhotse read 16 kHz mono 16-bit PCM WAV "
+                "(convert with: xllm prep dir AUDIO_DIR DATA --resample 16000)",
+                warning=True,
+            )
         if rate is not None and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
             c.add(
                 "rate",
@@ -288,23 +308,38 @@ def _check_every_utterance_in(dd: DataDir, table: dict, c: _Collector, where, ru
             c.add(rule, where(UTT2SPK, utt), f"utterance '{utt}' {problem}")
 
 
-def _probe_all(dd: DataDir, c: _Collector, where) -> dict[str, tuple[float, int | None]]:
+def _probe_all(dd: DataDir, c: _Collector, where) -> dict[str, AudioHeader]:
     """Read the header of every existing audio file (with a progress bar on a terminal)."""
     from ..console import progress_bar
 
-    measured: dict[str, tuple[float, int | None]] = {}
+    measured: dict[str, AudioHeader] = {}
     with progress_bar("files", transient=True) as bar:
-        task = bar.add_task("check audio", total=len(dd.wav))
+        task = bar.add_task("audio headers", total=len(dd.wav))
         for rec, value in dd.wav.items():
             bar.advance(task)
             file = resolve_path(value)
             if not os.path.isfile(file):
                 continue  # reported as a missing file
             try:
-                measured[rec] = audio_info(file)
+                measured[rec] = audio_header(file)
             except XllmError as e:
-                c.add("unreadable", where(WAV_SCP, rec), f"recording '{rec}': {e}: {file}")
+                c.add("unreadable", where(WAV_SCP, rec), f"recording '{rec}': {e}")
     return measured
+
+
+def _decode_all(dd: DataDir, c: _Collector, where, readable: dict[str, AudioHeader]) -> None:
+    """Decode every audio file with a readable header in full: damage past a sound header shows only here."""
+    from ..console import progress_bar
+    from .audio import load_audio
+
+    with progress_bar("files", transient=True) as bar:
+        task = bar.add_task("decode audio", total=len(readable))
+        for rec in readable:
+            bar.advance(task)
+            try:
+                load_audio(resolve_path(dd.wav[rec]))
+            except XllmError as e:
+                c.add("undecodable", where(WAV_SCP, rec), f"recording '{rec}': {e}")
 
 
 def _check_speakers(dd: DataDir, c: _Collector, where, root: Path) -> None:
@@ -355,7 +390,7 @@ def _check_speakers(dd: DataDir, c: _Collector, where, root: Path) -> None:
         c.add(
             "spk-order",
             str(root / UTT2SPK),
-            "sorting by speaker gives another order than sorting by utterance (Kaldi's validate_data_dir.sh "
-            "rejects this; make speaker ids prefixes of utterance ids)",
-            warning=True,
+            "not in sorted order when sorted first on speaker-id: sorting by speaker then utterance gives another "
+            "order than sorting by utterance, which Kaldi's validate_data_dir.sh rejects (make every utterance id "
+            "its speaker id followed by '-', with no '-' or other character sorting before it in speaker ids)",
         )

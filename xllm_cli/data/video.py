@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import XllmError
 from .durations import video_duration
-from .media import corrupt, existing_file, ffmpeg_detail, first_stream, probe_media, require_ffmpeg
+from .media import corrupt, existing_file, ffmpeg_failure, first_stream, probe_media, require_ffmpeg
 
 __all__ = ["frame_times", "sample_frames", "video_duration"]
 
@@ -33,7 +33,7 @@ def frame_times(duration: float, num_frames: int) -> list[float]:
 def _video_size(path: Path) -> tuple[int, int]:
     stream = first_stream(probe_media(path), "video")
     if stream is None:
-        raise XllmError(f"{path}: no video stream")
+        raise XllmError(f"no video stream in {path}")
     return int(stream["width"]), int(stream["height"])
 
 
@@ -50,7 +50,7 @@ def _grab(path: Path, time: float, width: int, height: int, scale: bool) -> byte
     )
     result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     if result.returncode != 0:
-        raise corrupt(path, ffmpeg_detail(result.stderr))
+        raise ffmpeg_failure(path, result.stderr, "video")
     return result.stdout
 
 

@@ -1,8 +1,10 @@
 """Building a data directory's tables from utterances, and writing them to disk.
 
-Every file is C-sorted and written atomically (see :func:`.tables.write_table`);
-files a directory no longer has are removed so that a stale ``segments`` or
-``text`` from an earlier write cannot linger (docs/data-dir.md).
+Every file is C-sorted, and the directory is replaced as a whole (see
+:func:`save_datadir`): a full disk half-way leaves the old directory as it was.
+Tables an earlier xllm write produced and the new directory lacks are removed, so
+a stale ``segments`` cannot linger; tables someone else wrote are never deleted
+(docs/data-dir.md).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from ..errors import XllmError
+from ..fsutil import atomic_write_text
 from .layout import (
     IMAGE_SCP,
     KNOWN_FILES,
@@ -23,9 +26,11 @@ from .layout import (
     UTT2SPK,
     VIDEO_SCP,
     WAV_SCP,
+    WRITTEN_LIST,
     format_seconds,
     wav_value_problem,
 )
+from .dirswap import StagedDir
 from .tables import write_table
 from .utterance import Utterance
 
@@ -85,12 +90,8 @@ def _check_utterance(u: Utterance, seen: set[str]) -> None:
         raise XllmError(f"utterance '{u.utt_id}': {problem}")
 
 
-def save_datadir(dd: "DataDir", path: str | Path) -> None:
-    """Write ``dd``'s tables to ``path``; see :meth:`DataDir.save`."""
-    root = Path(path)
-    if root.exists() and not root.is_dir():
-        raise XllmError(f"{root}: exists and is not a directory; give another output directory")
-    root.mkdir(parents=True, exist_ok=True)
+def datadir_tables(dd: "DataDir") -> dict[str, dict[str, str]]:
+    """The files ``dd`` writes: file name -> ``{key: value}`` (spk2utt from utt2spk)."""
     tables: dict[str, dict[str, str]] = {
         WAV_SCP: dd.wav,
         UTT2SPK: dd.utt2spk,
@@ -108,8 +109,49 @@ def save_datadir(dd: "DataDir", path: str | Path) -> None:
     for name, table in ((IMAGE_SCP, dd.image), (VIDEO_SCP, dd.video), (PROMPT, dd.prompt)):
         if table is not None:
             tables[name] = table
-    for name, table in tables.items():
-        write_table(root / name, table)
-    for name in KNOWN_FILES:
-        if name not in tables and (root / name).is_file():
-            (root / name).unlink()
+    return tables
+
+
+def written_by_xllm(root: Path) -> set[str]:
+    """The tables an earlier xllm write left in ``root`` (its :data:`.layout.WRITTEN_LIST`)."""
+    listing = root / WRITTEN_LIST
+    if not listing.is_file():
+        return set()
+    return {line.strip() for line in listing.read_text(encoding="utf-8", errors="replace").splitlines()} & set(KNOWN_FILES)
+
+
+def stage_datadir(dd: "DataDir", path: str | Path, invalidates: Iterable[str] = ()) -> StagedDir:
+    """``dd``'s tables written into a staged copy of ``path`` (see :func:`save_datadir`); not yet in place."""
+    root = Path(path)
+    tables = datadir_tables(dd)
+    if root.is_dir():
+        allowed = written_by_xllm(root) | set(invalidates)
+        for name in KNOWN_FILES:
+            if name not in tables and name not in allowed and (root / name).exists():
+                raise XllmError(
+                    f"{root / name}: not written by xllm, and the new data directory has no {name}; keeping it "
+                    f"would leave {root} inconsistent and xllm never deletes your files: move it away, or give "
+                    "another output directory"
+                )
+    staged = StagedDir(root, carry=lambda name: name not in KNOWN_FILES and name != WRITTEN_LIST)
+    try:
+        for name, table in tables.items():
+            write_table(staged.tmp / name, table)
+        atomic_write_text(staged.tmp / WRITTEN_LIST, "".join(f"{name}\n" for name in sorted(tables)))
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
+def save_datadir(dd: "DataDir", path: str | Path, invalidates: Iterable[str] = ()) -> None:
+    """Write ``dd``'s tables to ``path`` as a whole: the old directory or the new one, never a mix.
+
+    The tables go into a temporary sibling that replaces ``path`` once complete
+    (:mod:`.dirswap`); other entries of the old ``path`` (``conf/``, ``cmvn``,
+    logs) are carried over. A known table the new directory lacks is dropped when
+    an earlier xllm write produced it (listed in ``.xllm_written``) or the caller
+    ``invalidates`` it (``fix`` read and rewrote that very directory); anyone
+    else's is never deleted: that is an error, before anything is written.
+    """
+    stage_datadir(dd, path, invalidates).commit()

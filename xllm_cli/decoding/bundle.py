@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from ..console import log
 from ..errors import XllmError
-from .batches import utt_duration
+from .batches import SkippedBatch, read_each, utt_duration
 from .prefetch import available_cores, prefetch
 
 TOKENS_PER_SECOND = 25.0  # generous: fast English read char by char is ~15 characters/s
@@ -95,11 +95,18 @@ class DecodeBundle:
             utts, self.extractor, self.image_transform if self.has_vision else None, train=False,
             options=DatasetOptions(use_images=use_image, use_video=use_video, num_frames=self.num_frames),
         )
-        bounds, start = [], 0
-        for g in groups:
-            bounds.append((start, start + len(g)))
-            start += len(g)
-        batches = (collate([dataset[i] for i in range(a, b)]) for a, b in bounds)
+        position = {id(u): i for i, u in enumerate(utts)}
+
+        def batch_of(group: list[Any]) -> Any:
+            # an utterance whose audio cannot be read is reported (batches.py), not decoded
+            items, skipped = read_each(group, lambda u: dataset[position[id(u)]])
+            if not items:
+                return SkippedBatch(skipped)
+            batch = collate(items)
+            batch.skipped = skipped
+            return batch
+
+        batches = (batch_of(g) for g in groups)
         return prefetch(batches) if self._spare_cpu() else batches
 
     def _spare_cpu(self) -> bool:
@@ -153,13 +160,13 @@ def load_for_decoding(exp: Path, stage: int, device: str = "cpu") -> DecodeBundl
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise XllmError("--device cuda: no CUDA device is available (use --device cpu)")
-    cfg = load_experiment_config(exp, stage)
-    model_cfg = cfg["model"]
+    recipe = load_experiment_config(exp, stage)
+    model_cfg = recipe.model
     cmvn = Path(exp) / "cmvn.json"
-    extractor = build_feature_extractor(model_cfg.get("speech_encoder") or {}, cfg.get("features") or {},
+    extractor = build_feature_extractor(model_cfg.speech_encoder, recipe.features,
                                         cmvn_path=cmvn if cmvn.is_file() else None)
-    vision_cfg = model_cfg.get("vision_encoder")
-    image_transform = build_image_transform(vision_cfg) if vision_cfg else None
+    vision_cfg = model_cfg.vision_encoder
+    image_transform = build_image_transform(vision_cfg) if vision_cfg is not None else None
 
     try:  # transformers' weight-loading bars would clutter decode.log and the progress display
         from transformers.utils import logging as hf_logging
@@ -179,4 +186,4 @@ def load_for_decoding(exp: Path, stage: int, device: str = "cpu") -> DecodeBundl
         model.llm.to(llm_dtype)
     log.info(f"model {mdir} on {device}{' (LLM in bf16)' if llm_dtype is not None else ''}")
     return DecodeBundle(model=model, extractor=extractor, image_transform=image_transform,
-                        num_frames=num_frames(cfg, stage), device=device, llm_dtype=llm_dtype)
+                        num_frames=num_frames(recipe, stage), device=device, llm_dtype=llm_dtype)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import XllmError
+from ..fsutil import apply_umask
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
@@ -28,11 +29,15 @@ EXPORT_INFO = "xllm_export.json"
 # ----------------------------------------------------------------------------- locating the LLM
 
 
-def _read_llm_path(config_yaml: Path) -> str | None:
-    """``model.llm.path`` of a saved model's config.yaml; a broken file is a one-line error."""
-    from ..experiment import llm_path, model_section, read_config
+def _read_llm_path(model_dir: Path) -> str | None:
+    """``model.llm.path`` of a saved model directory's config.yaml (relative paths resolved against it).
 
-    return llm_path(model_section(read_config(config_yaml)))
+    A broken file is a one-line error naming it (``config/saved.py``).
+    """
+    from ..config.saved import load_model_config
+
+    llm = getattr(load_model_config(model_dir), "llm", None)  # another model family may have no LLM
+    return llm.path if llm is not None else None
 
 
 def _resolve(path: str, *bases: Path) -> Path | None:
@@ -49,8 +54,9 @@ def find_llm_dir(exp: str | Path, stage: int | None = None) -> Path:
     """The HF directory of the experiment's frozen LLM.
 
     Reads ``model.llm.path`` from ``EXP/stage{N}/{averaged|best}/config.yaml`` (the
-    highest stage that has one when ``stage`` is None; relative paths resolved
-    against the working directory, then the experiment); falls back to
+    highest stage that has one when ``stage`` is None; a relative path is resolved
+    against the config's folder by ``config/saved.py``, else against the working
+    directory, then the experiment: older experiments); falls back to
     ``EXP/stage0/llm`` (the tiny preset's stage-0 LM).
     """
     from ..experiment import CONFIG, model_dir, stage_dir
@@ -64,9 +70,9 @@ def find_llm_dir(exp: str | Path, stage: int | None = None) -> Path:
         for sub in ("averaged", "best"):  # not model_dir(): an averaged/ without an LLM path falls back to best/
             cfg = stage_dir(exp, n) / sub / CONFIG
             if cfg.is_file():
-                path = _read_llm_path(cfg)
+                path = _read_llm_path(cfg.parent)
                 if path:
-                    found = _resolve(path, exp, cfg.parent)
+                    found = _resolve(path, exp)
                     if found is None:
                         raise XllmError(f"{cfg}: model.llm.path '{path}' is not a directory")
                     return found
@@ -121,6 +127,7 @@ def convert_to_ct2(model_dir: str | Path, out_dir: str | Path, quantization: str
         _fill_whisper_lang_ids(tmp)
         info = {"source": str(model_dir.resolve()), "quantization": quantization}
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        apply_umask(tmp)  # mkdtemp made it 0700: the export should be as readable as any folder the user makes
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

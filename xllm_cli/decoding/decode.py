@@ -5,19 +5,27 @@
 1. picks the decoding system (``systems.py``: ``--mode llm|nar``, ``--whisper``),
    the stage whose model it uses, and names the decode directory
    ``EXP/decode_<set>_<tag>`` (``job.py``; docs/experiment.md);
-2. decodes the utterances in batches sorted by length, longest first
+2. holds ``DECODE/.lock`` for the whole run (``locks.py``): a second decode of
+   the same directory fails at once instead of racing on its files;
+3. decodes the utterances in batches sorted by length, longest first
    (``loop.py``): each finished batch is appended to ``hyp.partial.jsonl`` so
    that a killed job resumes where it stopped, and ``hyp`` is written atomically
-   at the end (``results.py``: a job is finished when its ``hyp`` exists and
-   ``fingerprint.json`` names the same model file and search options: a rerun
-   then only scores); each utterance's generation is bounded by its own duration
-   (``bundle.token_limits``), so greedy hypotheses do not depend on the batch size;
-3. with ``--nj N`` runs N such jobs on ``DATA/split{N}/k`` (``parallel.py``) and
+   at the end with *every* decoded utterance (``results.py``: decoding is finished
+   when ``hyp`` exists and ``fingerprint.json`` names the same model file and
+   search options: a rerun then only scores); each utterance's generation is
+   bounded by its own duration (``bundle.token_limits``), so greedy hypotheses do
+   not depend on the batch size. Utterances that cannot be decoded (unreadable,
+   empty, outside their file, longer than ``--max-duration``) are listed in
+   ``skipped`` with the reason and a warning, or fail the run with ``--strict``
+   (``batches.py``);
+4. with ``--nj N`` runs N such jobs on ``DATA/split{N}/k`` (``parallel.py``) and
    merges them;
-4. rescores the n-best lists with the exported CTranslate2 LLM (``--rescore ct2``);
-5. writes ``ref``, ``hyp.trn``/``ref.trn``, ``per_utt`` and ``result.txt``
-   through the scoring module when the data has a ``text`` file, prints the
-   result lines with ``--wer``, and the real-time factor.
+5. rescores the n-best lists with the exported CTranslate2 LLM (``--rescore ct2``);
+6. scores when the data has a ``text`` file: ``ref``, ``hyp.trn``/``ref.trn``,
+   ``per_utt``, ``per_spk`` and, last, ``result.txt`` (the "scored" marker) through
+   the scoring module, which never rewrites ``hyp``; hypotheses without a
+   reference are counted in ``result.txt``, not scored. Prints the result lines
+   with ``--wer``, and logs the real-time factor.
 
 The module layout is described in docs/architecture.md.
 """
@@ -32,10 +40,11 @@ from ..console import log, setup_logging
 from ..data.tables import c_sort_key
 from ..errors import XllmError
 from . import parallel
-from .job import decode_dir_for, decode_fingerprint, resolve_stage
+from ..locks import exclusive
+from .job import decode_dir_for, decode_fingerprint, max_duration, resolve_stage
 from .loop import Decoder, PartResult, decode_utterances
 from .options import DecodeOptions
-from .results import NBEST, read_hyp, read_nbest, results_complete, write_hyp
+from .results import NBEST, SKIPPED, read_hyp, read_nbest, results_complete, write_hyp
 from .systems import build_decoder
 
 
@@ -46,6 +55,7 @@ class DecodeSummary:
     decode_seconds: float
     audio_seconds: float
     result_lines: list[str] = field(default_factory=list)
+    skipped: int = 0  # utterances not decoded (DECODE/skipped says why)
 
     @property
     def rtf(self) -> float | None:
@@ -78,22 +88,27 @@ def run_decode(opts: DecodeOptions, decoder_factory: Callable[[DecodeOptions, in
     stage = resolve_stage(opts)
     factory = decoder_factory or build_decoder
     out = decode_dir_for(opts, stage)
-
     if opts.part is not None:  # a worker of --nj: decode one split, nothing else
         k, n = opts.part
         part_data = parallel.part_data_dir(opts.data, out, k, n)
         part_out = parallel.part_out_dir(out, k, n)
-        setup_logging(part_out / "decode.log")
-        log.info(f"decoding part {k}/{n}: {part_data} -> {part_out}")
-        _set_threads(opts)
-        from ..data.datadir import DataDir
+        with exclusive(part_out, f"part {k}/{n} of this decode"):
+            setup_logging(part_out / "decode.log")
+            log.info(f"decoding part {k}/{n}: {part_data} -> {part_out}")
+            _set_threads(opts)
+            from ..data.datadir import DataDir
 
-        utts = DataDir.load(part_data).utterances()
-        decode_utterances(lambda: factory(opts, stage), utts, part_out, show_progress=False,
-                          fingerprint=decode_fingerprint(opts, stage))
-        return DecodeSummary(part_out, len(utts), 0.0, 0.0)
+            utts = DataDir.load(part_data).utterances()
+            result = decode_utterances(lambda: factory(opts, stage), utts, part_out, show_progress=False,
+                                       fingerprint=decode_fingerprint(opts, stage), max_duration=max_duration(opts),
+                                       strict=opts.strict)
+        return DecodeSummary(part_out, result.utterances, 0.0, 0.0, skipped=len(result.skipped))
 
-    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out, "this decode directory"):  # one decode per directory: two would race on its files
+        return _decode_set(opts, data, stage, factory, out, launcher)
+
+
+def _decode_set(opts: DecodeOptions, data, stage: int | None, factory, out: Path, launcher) -> DecodeSummary:
     setup_logging(out / "decode.log")
     log.info(f"decode {opts.data} -> {out} (stage {stage}, mode {opts.mode}, beam {opts.beam}, nj {opts.nj})")
     fingerprint = decode_fingerprint(opts, stage)
@@ -105,8 +120,14 @@ def run_decode(opts: DecodeOptions, decoder_factory: Callable[[DecodeOptions, in
         result = PartResult(out, len(data), 0, 0.0, 0.0)
     else:
         _set_threads(opts)
-        result = decode_utterances(lambda: factory(opts, stage), data.utterances(), out, fingerprint=fingerprint)
-    summary = DecodeSummary(out, result.utterances, result.decode_seconds, result.audio_seconds)
+        result = decode_utterances(lambda: factory(opts, stage), data.utterances(), out, fingerprint=fingerprint,
+                                   max_duration=max_duration(opts), strict=opts.strict)
+    summary = DecodeSummary(out, result.utterances, result.decode_seconds, result.audio_seconds,
+                            skipped=len(result.skipped))
+    if result.skipped:
+        first = min(result.skipped, key=c_sort_key)
+        log.warning(f"{len(result.skipped)} of {len(data)} utterances not decoded, listed with the reason in "
+                    f"{out / SKIPPED} (first: {first} {result.skipped[first]}); --strict makes this an error")
     summary.result_lines = finish(opts, data, out)
     if summary.rtf is not None:
         log.info(f"RTF {summary.rtf:.4f} (decode {summary.decode_seconds:.2f} s / audio {summary.audio_seconds:.2f} s, "
@@ -136,11 +157,11 @@ def finish(opts: DecodeOptions, data, out: Path) -> list[str]:
         return []
     from ..scoring import result_lines, score_and_write
 
-    hyps = read_hyp(out / "hyp")
-    refs = {u: data.text[u] for u in hyps if u in data.text}
+    hyps = read_hyp(out / "hyp")  # every decoded utterance; those without a reference are counted, not scored
     # "auto": CER for text without spaces between words (Chinese), WER for
-    # space-delimited text, MER for a mix.
-    result = score_and_write(out, refs, hyps, unit="auto", utt2spk=dict(data.utt2spk))
+    # space-delimited text, MER for a mix. hyp is an input here: never rewritten.
+    result = score_and_write(out, dict(data.text), hyps, unit="auto", utt2spk=dict(data.utt2spk),
+                             keep=(out / "hyp",))
     lines = result_lines(result, label=str(out))
     for line in lines:
         log.info(line)

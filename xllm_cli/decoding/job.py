@@ -30,6 +30,11 @@ def decode_tag(opts: DecodeOptions, stage: int | None) -> str:
     return opts.tag or system_for(opts).tag(opts, stage)
 
 
+def max_duration(opts: DecodeOptions) -> float:
+    """``--max-duration``, else the longest input the system's model takes (``DecodingSystem.max_duration``)."""
+    return opts.max_duration if opts.max_duration is not None else system_for(opts).max_duration
+
+
 def decode_dir_for(opts: DecodeOptions, stage: int | None) -> Path:
     return Path(opts.exp) / f"decode_{set_name(opts.data)}_{decode_tag(opts, stage)}"
 

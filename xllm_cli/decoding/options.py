@@ -32,6 +32,8 @@ class DecodeOptions:
     whisper: Optional[Path] = None  # the Whisper baseline system's CTranslate2 directory
     part: Optional[tuple[int, int]] = None  # (k, N): this process decodes DATA/split{N}/k
     threads: Optional[int] = None  # torch threads in this process
+    max_duration: Optional[float] = None  # longest utterance decoded; None: the system's (60 s LLM, 30 s Whisper)
+    strict: bool = False  # fail on unusable audio instead of listing it in DECODE/skipped
     # The `xllm decode` arguments as given (options only, each `--name=value` or a flag):
     # the --nj workers rerun them with --part/--threads/--device of their own (parallel.py).
     argv: Optional[list[str]] = None
@@ -66,6 +68,8 @@ class DecodeOptions:
             raise XllmError("--rescore ct2 needs an n-best list: give --beam N --nbest N with N >= 2")
         if self.whisper is not None and (self.mode != "llm" or self.rescore):
             raise XllmError("--whisper runs the Whisper baseline alone: drop --mode/--rescore")
+        if self.max_duration is not None and not self.max_duration > 0:
+            raise XllmError(f"--max-duration must be positive, not {self.max_duration}")
         if self.tag is not None and (not self.tag or "/" in self.tag or self.tag.startswith(".")):
             raise XllmError(f"--tag must be a plain name, not '{self.tag}'")
 

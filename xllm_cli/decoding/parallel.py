@@ -11,25 +11,43 @@ string; ``cores / N`` torch threads, the parts spread over the GPUs); it writes
 A part is finished when its ``hyp`` exists and covers exactly the part's
 utterances (``hyp`` is written atomically at the end; a killed part resumes
 from its ``hyp.partial.jsonl``). A rerun skips finished parts and says so in
-``decode.log``. The merge concatenates the parts' ``hyp`` and ``nbest.jsonl``
-into the decode directory, atomically.
+``decode.log``; a part with skipped utterances is rerun (it decodes only those
+that can now be decoded). The merge concatenates the parts' ``hyp``,
+``nbest.jsonl`` and ``skipped`` into the decode directory, atomically, and writes
+its ``timing.json``. Workers never outlive the parent (``subprocess_launcher``).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..console import log, progress_bar
 from ..errors import XllmError
+from ..procutil import die_with_parent
 from .loop import PartResult
 from .options import DecodeOptions
 from .prefetch import available_cores
-from .results import NBEST, PARTIAL, TIMING, read_nbest, read_timing, results_complete, write_fingerprint, write_results
+from .results import (
+    NBEST,
+    PARTIAL,
+    TIMING,
+    read_nbest,
+    read_skipped,
+    read_timing,
+    results_complete,
+    write_fingerprint,
+    write_results,
+    write_skipped,
+    write_timing,
+)
 
 # A launcher starts the part processes and waits for them: (opts, parts, utterances in them) -> None.
 Launcher = Callable[[DecodeOptions, Sequence[int], int], None]
@@ -132,7 +150,12 @@ def threads_per_job(n: int) -> int:
 
 
 def subprocess_launcher(decode_dir: Path) -> Launcher:
-    """Run the parts as child processes (stdout/stderr to ``split{N}/k/job.log``) and wait for all."""
+    """Run the parts as child processes (stdout/stderr to ``split{N}/k/job.log``) and wait for all.
+
+    The children never outlive the parent: each asks the kernel for SIGKILL when
+    the parent dies (``procutil.die_with_parent``, even on ``kill -9``), and a
+    SIGTERM/SIGINT of the parent stops them before it exits (non-zero).
+    """
 
     def launch(opts: DecodeOptions, parts: Sequence[int], total: int) -> None:
         n = opts.nj
@@ -142,18 +165,18 @@ def subprocess_launcher(decode_dir: Path) -> Launcher:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
         procs = []
         try:
-            for k in parts:
-                out = part_out_dir(decode_dir, k, n)
-                out.mkdir(parents=True, exist_ok=True)
-                job_log = open(out / "job.log", "w", encoding="utf-8")
-                proc = subprocess.Popen(worker_command(opts, k, n, threads), stdout=job_log, stderr=subprocess.STDOUT, env=env)
-                procs.append((k, proc, job_log))
-            _watch(decode_dir, n, parts, total, [p for _, p, _ in procs])
+            with _stopped_by_sigterm():
+                for k in parts:
+                    out = part_out_dir(decode_dir, k, n)
+                    out.mkdir(parents=True, exist_ok=True)
+                    job_log = open(out / "job.log", "w", encoding="utf-8")
+                    proc = subprocess.Popen(worker_command(opts, k, n, threads), stdout=job_log,
+                                            stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
+                    procs.append((k, proc, job_log))
+                _watch(decode_dir, n, parts, total, [p for _, p, _ in procs])
         finally:
-            for _, proc, job_log in procs:
-                if proc.poll() is None:  # interrupted: stop our own children
-                    proc.terminate()
-                    proc.wait()
+            _stop([p for _, p, _ in procs])  # interrupted (or failed): stop our own children
+            for _, _, job_log in procs:
                 job_log.close()
         failed = [(k, proc.returncode) for k, proc, _ in procs if proc.returncode != 0]
         if failed:
@@ -163,6 +186,47 @@ def subprocess_launcher(decode_dir: Path) -> Launcher:
             raise XllmError(f"{job_log}: part {k}/{n} failed (exit {code}): {last}")
 
     return launch
+
+
+class _Terminated(Exception):
+    pass
+
+
+@contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """Turn a SIGTERM into an exception, so that the launcher's ``finally`` stops the workers.
+
+    (SIGINT already is one: KeyboardInterrupt.) Python's default SIGTERM ends the
+    process without running ``finally`` blocks.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def on_sigterm(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    except _Terminated:
+        raise XllmError("stopped by SIGTERM; the decode workers were stopped too (rerun to resume)") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(procs: Sequence[subprocess.Popen], grace: float = 10.0) -> None:
+    """SIGTERM to the children still running, SIGKILL to those still there after ``grace`` seconds."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        p.terminate()
+    deadline = time.monotonic() + grace
+    for p in running:
+        try:
+            p.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _last_line(path: Path) -> str:
@@ -223,21 +287,25 @@ def decode_parallel(opts: DecodeOptions, data, decode_dir: Path, fingerprint: di
 
 def merge_parts(decode_dir: Path, n: int, part_utts: dict[int, list[str]], wall_seconds: float, ran: Sequence[int],
                 fingerprint: dict | None = None) -> PartResult:
-    """Concatenate the parts' n-best lists and hypotheses into the decode directory."""
-    nbests = {}
+    """Concatenate the parts' n-best lists, hypotheses and skipped utterances into the decode directory."""
+    nbests, skipped = {}, {}
     audio = 0.0
     decoded_now = 0
     for k in range(1, n + 1):
         out = part_out_dir(decode_dir, k, n)
-        if not part_finished(out, part_utts[k], fingerprint):
+        if not results_complete(out, part_utts[k], fingerprint, skipped_ok=True):
             raise XllmError(f"{out / 'hyp'}: part {k}/{n} did not finish; see {out / 'decode.log'}")
         nbests.update(read_nbest(out / NBEST))
+        skipped.update(read_skipped(out))
         if k in ran:
             timing = read_timing(out / TIMING)
             audio += float(timing.get("audio_seconds", 0.0))
             decoded_now += int(timing.get("decoded_now", 0))
     if fingerprint is not None:
         write_fingerprint(decode_dir, fingerprint)
+    write_skipped(decode_dir, skipped)
     write_results(decode_dir, nbests)
+    decode_seconds = wall_seconds if audio > 0 else 0.0
+    write_timing(decode_dir, len(nbests), decoded_now, decode_seconds, audio)
     log.info(f"merged {n} parts: {len(nbests)} utterances -> {decode_dir / 'hyp'}")
-    return PartResult(decode_dir, len(nbests), decoded_now, wall_seconds if audio > 0 else 0.0, audio)
+    return PartResult(decode_dir, len(nbests), decoded_now, decode_seconds, audio, skipped)

@@ -1,11 +1,15 @@
 """The result files of a decode directory (docs/experiment.md), read and written atomically.
 
-``hyp`` (Kaldi text, the 1-best) is written last: it marks a job finished.
+Two markers, one per step: ``hyp`` (Kaldi text, the 1-best of *every* decoded
+utterance) is the last file decoding writes, so it marks the decoding finished;
+``result.txt`` is the last file scoring writes (``scoring/writers.py``), so it
+marks the directory scored. Scoring never rewrites ``hyp``.
 ``nbest.jsonl`` keeps every hypothesis with its score, ``hyp.partial.jsonl`` the
 utterances of a killed run (one JSON line each, appended per batch),
-``timing.json`` the decode time of the last run, and ``fingerprint.json`` what
-produced the results (model file, search options): results of another model or
-other options are never reused.
+``skipped`` the utterances that could not be decoded (``<utt-id> <reason>``;
+``batches.py``), ``timing.json`` the decode time of the last run, and
+``fingerprint.json`` what produced the results (model file, search options):
+results of another model or other options are never reused.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ PARTIAL = "hyp.partial.jsonl"  # one JSON line per decoded utterance, appended p
 TIMING = "timing.json"  # decode seconds, audio seconds, utterances of the last run
 NBEST = "nbest.jsonl"  # {"utt": id, "nbest": [[text, score], ...]} per utterance
 FINGERPRINT = "fingerprint.json"  # what produced the results in a directory (model file, options)
+SKIPPED = "skipped"  # <utt-id> <reason> per utterance that could not be decoded
+RESULT = "result.txt"  # written last by scoring (scoring/writers.py)
 
 NBest = list[tuple[str, float]]
 
@@ -104,6 +110,22 @@ def write_timing(out_dir: Path, utterances: int, decoded_now: int, decode_second
     )
 
 
+def write_skipped(out_dir: Path, skipped: dict[str, str]) -> None:
+    """``skipped`` (C-sorted ``<utt-id> <reason>``) when any utterance was skipped; no stale file otherwise."""
+    path = Path(out_dir) / SKIPPED
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_write(path) as f:
+        for k in sorted(skipped, key=c_sort_key):
+            f.write(f"{k} {' '.join(skipped[k].split())}\n")
+
+
+def read_skipped(out_dir: Path) -> dict[str, str]:
+    path = Path(out_dir) / SKIPPED
+    return read_hyp(path) if path.is_file() else {}
+
+
 def read_timing(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -138,13 +160,21 @@ def fingerprint_matches(out_dir: Path, fingerprint: dict | None) -> bool:
         return False
 
 
-def results_complete(out_dir: Path, utt_ids, fingerprint: dict | None = None) -> bool:
-    """``hyp`` and ``nbest.jsonl`` exist, cover exactly ``utt_ids`` and come from the same model and options."""
+def results_complete(out_dir: Path, utt_ids, fingerprint: dict | None = None, skipped_ok: bool = False) -> bool:
+    """``hyp`` and ``nbest.jsonl`` exist, cover exactly ``utt_ids`` and come from the same model and options.
+
+    With ``skipped_ok`` the utterances listed in ``skipped`` count as covered (a
+    finished part, ready to merge). Without it a directory with skipped
+    utterances is not complete: a rerun checks them again (the audio may have
+    been fixed, ``--max-duration`` raised) and decodes only those.
+    """
     out_dir = Path(out_dir)
     if not ((out_dir / "hyp").is_file() and (out_dir / NBEST).is_file()):
         return False
     try:
-        same = set(read_hyp(out_dir / "hyp")) == set(utt_ids)
+        covered = set(read_hyp(out_dir / "hyp"))
+        if skipped_ok:
+            covered |= set(read_skipped(out_dir))
     except (OSError, UnicodeDecodeError):
         return False
-    return same and fingerprint_matches(out_dir, fingerprint)
+    return covered == set(utt_ids) and fingerprint_matches(out_dir, fingerprint)

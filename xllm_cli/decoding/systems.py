@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Optional
 
 from ..console import log
 from ..errors import XllmError
-from .batches import make_batches, utt_duration
+from .batches import SkippedBatch, make_batches, read_each, utt_duration
 from .prefetch import prefetch
 
 if TYPE_CHECKING:
@@ -41,6 +41,9 @@ class DecodingSystem:
 
     name: ClassVar[str] = ""
     selected_by_mode: ClassVar[bool] = True  # chosen by --mode NAME (else by an option of its own)
+    # The longest utterance the model takes as one input (--max-duration's default);
+    # longer ones are reported and skipped, not truncated into a few invented words.
+    max_duration: ClassVar[float] = 60.0
 
     # -- naming the job (no model loaded)
     @classmethod
@@ -162,13 +165,16 @@ class AudioBatch:
     utt_ids: list[str]
     durations: list[float]
     waves: list[Any]
+    skipped: dict[str, str]  # utterances of the group whose audio could not be read (batches.py)
 
 
-def _audio_batch(group: list[Any]) -> AudioBatch:
+def _audio_batch(group: list[Any]) -> AudioBatch | SkippedBatch:
     from ..data.audio import load_utterance
 
-    waves = [load_utterance(u) for u in group]
-    return AudioBatch([u.utt_id for u in group], [len(w) / 16000 for w in waves], waves)
+    read, skipped = read_each(group, lambda u: (u.utt_id, load_utterance(u)))
+    if not read:
+        return SkippedBatch(skipped)
+    return AudioBatch([u for u, _ in read], [len(w) / 16000 for _, w in read], [w for _, w in read], skipped)
 
 
 def whisper_language(data: Path) -> str:
@@ -187,6 +193,7 @@ class WhisperSystem(DecodingSystem):
 
     name = "whisper"
     selected_by_mode = False
+    max_duration = 30.0  # one Whisper window; WhisperCT2 has no long-form decoding
 
     @classmethod
     def tag(cls, opts: "DecodeOptions", stage: Optional[int]) -> str:

@@ -9,7 +9,9 @@ so an hour-long file needs no more memory than a minute-long one. Images
 give the LLM context.
 
 Output per file: ``text`` (a line per chunk), ``srt``, ``vtt`` or ``json``
-(segments with start/end seconds), to stdout or ``--out DIR/<name>.<ext>``.
+(segments with start/end seconds), to stdout, ``--out DIR/<name>.<ext>``, or
+``--out FILE.<ext>`` for a single input. ``--out`` is checked before the model
+loads.
 """
 
 from __future__ import annotations
@@ -59,10 +61,34 @@ class TranscribeOptions:
                 raise XllmError(f"{f}: file not found")
         if len(self.files) > 1 and self.out is None and self.format != "text":
             raise XllmError(f"--format {self.format} for several files needs --out DIR (one {self.format} file per input)")
+        if self.out is not None:
+            self._check_out()
         if self.image is not None and not Path(self.image).is_file():
             raise XllmError(f"{self.image}: image not found")
         if self.exp is not None and not Path(self.exp).is_dir():
             raise XllmError(f"{self.exp}: experiment directory not found")
+
+
+    def out_is_file(self) -> bool:
+        """``--out`` names the output file itself: an existing file, or a name ending in the format's extension."""
+        out = Path(self.out)
+        return out.is_file() or (not out.is_dir() and out.suffix.lower() == f".{EXTENSIONS[self.format]}")
+
+    def _check_out(self) -> None:
+        """Before any model loads: an --out that cannot take the results is a one-line error now, not after decoding."""
+        out = Path(self.out)
+        if self.out_is_file():
+            if len(self.files) > 1:
+                raise XllmError(f"--out {out}: a file, but {len(self.files)} inputs need a directory "
+                                f"(one {self.format} file per input)")
+            parent = out.parent
+        else:
+            if out.exists() and not out.is_dir():
+                raise XllmError(f"--out {out}: exists and is not a directory")
+            parent = out
+        existing = next((a for a in (parent, *parent.parents) if a.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise XllmError(f"--out {out}: {existing} is a file, not a directory")
 
 
 @dataclass
@@ -133,11 +159,12 @@ def transcribe_stream(
 
 
 def transcribe_file(path: Path, decoder: ChunkDecoder, vad: VadOptions, batch_size: int, show_progress: bool = True) -> Transcript:
-    from ..data.audio import audio_duration, iter_audio_blocks
+    from ..data.audio import iter_audio_blocks
+    from ..data.durations import audio_duration
 
     try:
         total = float(audio_duration(path))
-    except Exception:  # a container without a duration in its header: no ETA
+    except XllmError:  # a container without a duration in its header: no ETA (reading says if it is broken)
         total = None
     with progress_bar("audio s") as bar:
         task = bar.add_task(Path(path).name, total=total, visible=show_progress)
@@ -222,7 +249,12 @@ def run_transcribe(opts: TranscribeOptions, decoder_factory: Callable[[Transcrib
     vad.validate()
     decoder = (decoder_factory or build_chunk_decoder)(opts)
     echo = echo or (lambda s: sys.stdout.write(s))
-    targets = output_paths(opts.files, opts.out, opts.format) if opts.out is not None else [None] * len(opts.files)
+    if opts.out is None:
+        targets = [None] * len(opts.files)
+    elif opts.out_is_file():
+        targets = [Path(opts.out)]
+    else:
+        targets = output_paths(opts.files, opts.out, opts.format)
     results = []
     for i, (path, target) in enumerate(zip(opts.files, targets)):
         t = transcribe_file(Path(path), decoder, vad, opts.batch_size)

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from xllm_cli.config.schema import CFormerConfig
 from xllm_cli.models.cif import CifPredictor, cif, lengths_to_mask, quantity_loss
 from xllm_cli.models.speech_encoders import sinusoidal_positions
 
@@ -30,28 +31,23 @@ class CFormerOutput:
 class CFormer(nn.Module):
     """CIF + transformer layers over the fired tokens + classifier over the LLM vocabulary."""
 
-    def __init__(self, enc_dim: int, vocab_size: int, cfg: dict):
+    def __init__(self, enc_dim: int, vocab_size: int, cfg: CFormerConfig):
         super().__init__()
-        d = int(cfg.get("d_model", enc_dim))
+        d = cfg.d_model or enc_dim  # null: the encoder's width (no input projection)
         self.d_model = d
-        self.threshold = float(cfg.get("cif_threshold", 1.0))
-        self.tail_threshold = float(cfg.get("tail_threshold", 0.5))
-        self.predictor = CifPredictor(enc_dim, int(cfg.get("conv_kernel", 3)), float(cfg.get("dropout", 0.1)))
+        self.threshold = cfg.cif_threshold
+        self.tail_threshold = cfg.tail_threshold
+        self.predictor = CifPredictor(enc_dim, cfg.conv_kernel, cfg.dropout)
         self.in_proj = nn.Linear(enc_dim, d) if d != enc_dim else nn.Identity()
         layer = nn.TransformerEncoderLayer(
-            d,
-            int(cfg.get("num_heads", 4)),
-            int(cfg.get("ffn_dim", 4 * d)),
-            float(cfg.get("dropout", 0.1)),
-            batch_first=True,
-            norm_first=True,
+            d, cfg.num_heads, cfg.ffn_dim or 4 * d, cfg.dropout, batch_first=True, norm_first=True,
         )
-        self.layers = nn.TransformerEncoder(layer, int(cfg.get("num_layers", 2)), enable_nested_tensor=False)
+        self.layers = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.classifier = nn.Linear(d, vocab_size)
         self.vocab_size = vocab_size
         # CTC on the encoder output; the blank is the extra last class
-        self.ctc_head = nn.Linear(enc_dim, vocab_size + 1) if float(cfg.get("ctc_weight", 0.0)) > 0 else None
+        self.ctc_head = nn.Linear(enc_dim, vocab_size + 1) if cfg.ctc_weight > 0 else None
 
     def forward(
         self, enc: torch.Tensor, enc_lens: torch.Tensor, target_lens: torch.Tensor | None = None

@@ -9,10 +9,16 @@ Instead of the usual per-frame Python loop we use the closed form: with
 c_t = cumsum(alpha) (and c_0 = 0), the share of frame t in token k (0-based) is the
 overlap of the interval [c_{t-1}, c_t] with [k*thr, (k+1)*thr]. That gives a
 (B, T, K) weight matrix W and the tokens are W^T h — one batched matmul.
+
+Precision: the running sum must be exact to well below one token, so the predictor and
+the integration always run in float32 with autocast off (as FunASR does): under bf16
+autocast the sum has 8 mantissa bits and per-token weight sums drift to 1.6 by frame 400.
+float32 keeps the CPU fp32 numerics unchanged and is accurate to ~1e-5 token over 30 s.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +40,18 @@ def lengths_to_mask(lens: torch.Tensor, max_len: int | None = None) -> torch.Ten
     """(B,) lengths -> (B, max_len) bool mask, True on valid positions."""
     max_len = int(lens.max().item()) if max_len is None else max_len
     return torch.arange(max_len, device=lens.device)[None, :] < lens[:, None]
+
+
+@contextmanager
+def full_precision(device: torch.device):
+    """Autocast off on ``device``: what runs inside must be given float32 (or float64) tensors."""
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 -> float32; float32 and float64 stay as they are."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def cif_weights(
@@ -81,8 +99,14 @@ def cif(
 
     Training (``target_lens`` given): alphas are scaled by target_len / sum(alpha) so exactly
     target_len tokens fire. Inference: floor(sum / thr) tokens fire, plus one from the tail
-    residue when it exceeds ``tail_threshold * thr``.
+    residue when it exceeds ``tail_threshold * thr``. Runs in float32 with autocast off
+    (see the module docstring).
     """
+    with full_precision(hidden.device):
+        return _cif(_wide(hidden), _wide(alphas), lens, target_lens, threshold, tail_threshold)
+
+
+def _cif(hidden, alphas, lens, target_lens, threshold, tail_threshold) -> CifOutput:
     mask = lengths_to_mask(lens, hidden.shape[1]).to(alphas.dtype)
     alphas = alphas * mask
     alpha_sum = alphas.sum(dim=1)
@@ -111,12 +135,13 @@ class CifPredictor(nn.Module):
         self.proj = nn.Linear(dim, 1)
 
     def forward(self, hidden: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        """(B, T, H), (B,) -> alphas (B, T), zero on padding frames."""
+        """(B, T, H), (B,) -> alphas (B, T) in at least float32, zero on padding frames; autocast off (module docstring)."""
         mask = lengths_to_mask(lens, hidden.shape[1])
-        x = hidden.masked_fill(~mask[..., None], 0.0)  # padding must not leak through the conv
-        x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
-        alphas = torch.sigmoid(self.proj(self.dropout(x))).squeeze(-1)
-        return alphas * mask.to(alphas.dtype)
+        with full_precision(hidden.device):
+            x = _wide(hidden).masked_fill(~mask[..., None], 0.0)  # padding must not leak through the conv
+            x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+            alphas = torch.sigmoid(self.proj(self.dropout(x))).squeeze(-1)
+            return alphas * mask.to(alphas.dtype)
 
 
 def quantity_loss(alpha_sum: torch.Tensor, target_lens: torch.Tensor) -> torch.Tensor:

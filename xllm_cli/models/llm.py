@@ -31,14 +31,20 @@ def resolve_dtype(name: str | None) -> torch.dtype | None:
 
 
 def load_llm(path: str, dtype: str | None = None, gradient_checkpointing: bool = False, trust_remote_code: bool = False):
-    """AutoModelForCausalLM + tokenizer from a local dir or hub id; returns (model, tokenizer)."""
+    """AutoModelForCausalLM + tokenizer from a local dir or hub id; returns (model, tokenizer).
+
+    ``trust_remote_code`` is what the config asks (``model.llm.trust_remote_code``); only
+    ``--trust-remote-code`` on the command line lets it through (:mod:`xllm_cli.trust`).
+    """
     from transformers import AutoModelForCausalLM
 
     from xllm_cli.models.loading import resolve_pretrained
     from xllm_cli.models.tokenizer import load_tokenizer
+    from xllm_cli.trust import trust_remote_code_for
 
     model_dir = resolve_pretrained(str(path))
-    kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+    trust = trust_remote_code_for(str(model_dir), trust_remote_code)
+    kwargs = {"trust_remote_code": True} if trust else {}
     if resolve_dtype(dtype) is not None:
         kwargs["dtype"] = resolve_dtype(dtype)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
@@ -47,9 +53,43 @@ def load_llm(path: str, dtype: str | None = None, gradient_checkpointing: bool =
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
+        enable_checkpointing(model)
     return model, tok
+
+
+def enable_checkpointing(model) -> bool:
+    """Recompute ``model``'s layer activations in backward (transformers' switch); True when it has one.
+
+    Non-reentrant checkpointing: it works when only the inputs (not the frozen weights) need
+    gradients. transformers only checkpoints layers in training mode; ``XLLM.train`` keeps
+    the layers of a frozen LLM in that mode with their sub-modules (dropout) in eval.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        return False
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = False
+    return True
+
+
+def mark_checkpointed_layers_training(module, mode: bool) -> None:
+    """Set ``training`` on the checkpointed transformer layers of ``module`` only, not on their children.
+
+    transformers checkpoints a layer only while ``layer.training`` is true, so a frozen LLM in
+    eval mode (no dropout, as at inference) would keep every activation. The layer object itself
+    reads ``training`` for nothing else; its attention and MLP keep their own (eval) flag.
+    """
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:  # older transformers: no per-layer switch to keep on
+        return
+    for m in module.modules():
+        if isinstance(m, GradientCheckpointingLayer) and getattr(m, "gradient_checkpointing", False):
+            m.training = mode
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,11 @@ A pretrained reference is a local directory or a hub id. Local directories never
 the network; hub ids go through huggingface_hub's cache (and need a network the first
 time). Sub-module weights (Whisper's encoder, BLIP-2's Q-Former) are read tensor by
 tensor from safetensors files, so the rest of a big checkpoint is never loaded.
+
+Every read of a weights file goes through :func:`safe_load_file`, :func:`open_safetensors`
+or :func:`torch_load_weights`, so a truncated or foreign file is one line naming it.
+Pickles are read with ``weights_only=True`` only: a file that needs more (arbitrary
+Python objects) is refused, never retried unsafely.
 """
 
 from __future__ import annotations
@@ -34,6 +39,49 @@ def resolve_pretrained(path_or_id: str, allow_patterns: list[str] | None = None)
         ) from None
 
 
+def safetensors_error(path: str | Path) -> XllmError:
+    return XllmError(f"{path}: truncated or not a safetensors file")
+
+
+def safe_load_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; a broken file is a one-line error naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise XllmError(f"{path}: not found") from None
+    except Exception:  # safetensors raises its own errors (header too large, incomplete ...)
+        raise safetensors_error(path) from None
+
+
+def open_safetensors(path: str | Path):
+    """``safe_open`` (read tensors one by one); a broken file is a one-line error naming it."""
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(path), framework="pt")
+    except FileNotFoundError:
+        raise XllmError(f"{path}: not found") from None
+    except Exception:
+        raise safetensors_error(path) from None
+
+
+def torch_load_weights(path: str | Path, map_location="cpu"):
+    """``torch.load(weights_only=True)``; what it refuses (or cannot read) is a one-line error."""
+    import pickle
+
+    try:
+        return torch.load(str(path), map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise XllmError(f"{path}: not found") from None
+    except pickle.UnpicklingError:
+        raise XllmError(f"{path}: holds Python objects besides tensors and numbers; refused "
+                        "(only plain weights are loaded)") from None
+    except (EOFError, RuntimeError, ValueError, OSError):
+        raise XllmError(f"{path}: truncated or not a PyTorch weights file") from None
+
+
 def _weight_files(model_dir: Path) -> list[Path]:
     index = model_dir / "model.safetensors.index.json"
     if index.exists():
@@ -53,20 +101,18 @@ def load_prefixed_state_dict(model_dir: str | Path, prefixes: list[str]) -> dict
 
     The first prefix that matches any tensor wins (e.g. ["model.encoder.", "encoder."]).
     """
-    from safetensors import safe_open
-
     model_dir = Path(model_dir)
     found: dict[str, dict[str, torch.Tensor]] = {p: {} for p in prefixes}
     for f in _weight_files(model_dir):
         if f.suffix == ".safetensors":
-            with safe_open(str(f), framework="pt") as sf:
+            with open_safetensors(f) as sf:
                 for name in sf.keys():
                     for p in prefixes:
                         if name.startswith(p):
                             found[p][name[len(p):]] = sf.get_tensor(name)
                             break
         else:
-            sd = torch.load(str(f), map_location="cpu", weights_only=True)
+            sd = torch_load_weights(f)
             for name, t in sd.items():
                 for p in prefixes:
                     if name.startswith(p):
@@ -80,16 +126,14 @@ def load_prefixed_state_dict(model_dir: str | Path, prefixes: list[str]) -> dict
 
 def load_tensor(model_dir: str | Path, names: list[str]) -> torch.Tensor | None:
     """The first tensor of ``names`` found in the checkpoint, or None."""
-    from safetensors import safe_open
-
     for f in _weight_files(Path(model_dir)):
         if f.suffix != ".safetensors":
-            sd = torch.load(str(f), map_location="cpu", weights_only=True)
+            sd = torch_load_weights(f)
             for n in names:
                 if n in sd:
                     return sd[n]
             continue
-        with safe_open(str(f), framework="pt") as sf:
+        with open_safetensors(f) as sf:
             keys = set(sf.keys())
             for n in names:
                 if n in keys:

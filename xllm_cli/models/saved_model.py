@@ -8,11 +8,11 @@ Stage ``best/`` and ``averaged/`` directories and what ``xllm decode`` reads are
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 
+from xllm_cli.config.schema import ModelConfig, parse_model
 from xllm_cli.errors import XllmError
 from xllm_cli.models.xllm import PRETRAINED_PREFIX, XLLM
 
@@ -31,40 +31,43 @@ def model_state_to_save(model: XLLM) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items() if keep(k)}
 
 
-def save_model(model: XLLM, model_cfg: dict, out_dir: str | Path) -> None:
-    """Write ``out_dir/model.safetensors`` (non-pretrained + trained tensors) and ``out_dir/config.yaml``."""
+def save_model(model: XLLM, model_cfg: ModelConfig | dict | None, out_dir: str | Path,
+               exp: str | Path | None = None) -> None:
+    """Write ``out_dir/model.safetensors`` (non-pretrained + trained tensors) and ``out_dir/config.yaml``.
+
+    ``model_cfg`` defaults to the model's own; model paths inside the experiment ``exp``
+    are saved relative (:func:`xllm_cli.config.saved.save_model_config`), so a moved
+    experiment keeps working.
+    """
     import safetensors.torch
-    import yaml
 
-    from xllm_cli.fsutil import atomic_save, atomic_write_text
+    from xllm_cli.config.saved import save_model_config
+    from xllm_cli.fsutil import atomic_save
 
+    if model_cfg is None:
+        model_cfg = model.cfg
+    elif isinstance(model_cfg, dict):
+        model_cfg = parse_model(model_cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = copy.deepcopy(model_cfg)
-    # referenced local paths become absolute so the directory works from any cwd
-    for section in ("llm", "speech_encoder", "vision_encoder", "qformer"):
-        sec = cfg.get(section)
-        for key in ("path", "blip2_path"):
-            if isinstance(sec, dict) and sec.get(key) and Path(str(sec[key])).expanduser().exists():
-                sec[key] = str(Path(str(sec[key])).expanduser().resolve())
     sd = model_state_to_save(model)
     meta = {"format": "xllm", "trained_pretrained": ",".join(sorted(model.trained_pretrained))}
     atomic_save(out_dir / "model.safetensors", lambda tmp: safetensors.torch.save_file(sd, tmp, metadata=meta))
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump({"model": cfg}, allow_unicode=True, sort_keys=False))
+    save_model_config(model_cfg, out_dir, exp)
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> XLLM:
     """Rebuild from ``config.yaml`` (pretrained parts from their paths) and load ``model.safetensors``; eval mode."""
-    import safetensors.torch
-
+    from xllm_cli.config.saved import load_model_config
     from xllm_cli.errors import require_dir, require_file
-    from xllm_cli.models.config import load_model_config
+    from xllm_cli.models.loading import safe_load_file
 
     model_dir = require_dir(model_dir, "model directory")
-    cfg = load_model_config(require_file(model_dir / "config.yaml", "model config"))
+    require_file(model_dir / "config.yaml", "model config")
+    cfg = load_model_config(model_dir)
     weights = require_file(model_dir / "model.safetensors", "model weights")
+    sd = safe_load_file(weights)  # before building: a broken file fails fast
     model = XLLM.from_config(cfg, load_weights=False)
-    sd = safetensors.torch.load_file(str(weights))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected:
         raise XllmError(f"{weights}: tensors that the config does not have: {unexpected[:3]}")

@@ -7,8 +7,8 @@ Adding an encoder (docs/extending.md)::
 
     @register_encoder("my_encoder", features="fbank")
     class MyEncoder(nn.Module):
-        pretrained = False  # True when weights come from ``cfg["path"]``
-        def __init__(self, cfg: dict, load_weights: bool = True): ...
+        pretrained = False  # True when weights come from ``cfg.path``
+        def __init__(self, cfg: SpeechEncoderConfig, load_weights: bool = True): ...
         def forward(self, feats, lens): ...  # -> (hidden, lens'); set self.output_dim
 
 - ``conformer``: built-in, trained from scratch: Conv2d subsampling (x4/x6/x8) then
@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from xllm_cli.config.schema import SpeechEncoderConfig
 from xllm_cli.errors import XllmError
 from xllm_cli.models.cif import lengths_to_mask
 
@@ -39,7 +40,7 @@ from xllm_cli.models.cif import lengths_to_mask
 class EncoderSpec:
     """What one encoder type needs: its builder and the kind of features it reads."""
 
-    build: Callable[[dict, bool], nn.Module]  # (speech_encoder cfg, load_weights) -> module
+    build: Callable[[SpeechEncoderConfig, bool], nn.Module]  # (model.speech_encoder, load_weights) -> module
     features: str  # "fbank" | "whisper" | "waveform" (xllm_cli.data.features.FEATURE_EXTRACTORS)
 
 
@@ -58,9 +59,15 @@ def register_encoder(*names: str, features: str):
     return add
 
 
-def encoder_spec(encoder_cfg: dict | None) -> EncoderSpec:
-    """The registry entry for ``model.speech_encoder`` (its ``type``, default conformer)."""
-    kind = str((encoder_cfg or {}).get("type", DEFAULT_ENCODER)).lower()
+def encoder_spec(encoder_cfg: SpeechEncoderConfig | dict | None) -> EncoderSpec:
+    """The registry entry for ``model.speech_encoder`` (its ``type``, default conformer).
+
+    Takes the typed section, or the plain mapping the feature pipeline still passes.
+    """
+    if isinstance(encoder_cfg, SpeechEncoderConfig):
+        kind = encoder_cfg.type.lower()
+    else:
+        kind = str((encoder_cfg or {}).get("type", DEFAULT_ENCODER)).lower()
     if kind not in ENCODERS:
         known = ", ".join(sorted(ENCODERS))
         raise XllmError(f"model.speech_encoder.type '{kind}': unknown encoder type (registered: {known})")
@@ -122,23 +129,21 @@ class ConformerEncoder(nn.Module):
 
     pretrained = False
 
-    def __init__(self, cfg: dict, load_weights: bool = True):  # trained from scratch: no weights to load
+    def __init__(self, cfg: SpeechEncoderConfig, load_weights: bool = True):  # trained from scratch: no weights
         super().__init__()
         from torchaudio.models import Conformer
 
-        d = int(cfg.get("d_model", 144))
+        d = cfg.d_model
         self.output_dim = d
-        self.subsampling = Conv2dSubsampling(
-            int(cfg.get("input_dim", 80)), d, int(cfg.get("subsampling", 4)), cfg.get("subsampling_channels")
-        )
-        self.dropout = nn.Dropout(float(cfg.get("dropout", 0.1)))
+        self.subsampling = Conv2dSubsampling(cfg.input_dim, d, cfg.subsampling, cfg.subsampling_channels)
+        self.dropout = nn.Dropout(cfg.dropout)
         self.conformer = Conformer(
             input_dim=d,
-            num_heads=int(cfg.get("num_heads", 4)),
-            ffn_dim=int(cfg.get("ffn_dim", 4 * d)),
-            num_layers=int(cfg.get("num_layers", 4)),
-            depthwise_conv_kernel_size=int(cfg.get("conv_kernel", 15)),
-            dropout=float(cfg.get("dropout", 0.1)),
+            num_heads=cfg.num_heads,
+            ffn_dim=cfg.ffn_dim or 4 * d,
+            num_layers=cfg.num_layers,
+            depthwise_conv_kernel_size=cfg.conv_kernel,
+            dropout=cfg.dropout,
         )
         self._conv_mask: torch.Tensor | None = None
         for layer in self.conformer.conformer_layers:
@@ -170,14 +175,14 @@ class WhisperEncoderWrapper(nn.Module):
 
     pretrained = True
 
-    def __init__(self, cfg: dict, load_weights: bool = True):
+    def __init__(self, cfg: SpeechEncoderConfig, load_weights: bool = True):
         super().__init__()
         from transformers import WhisperConfig
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
         from xllm_cli.models.loading import load_prefixed_state_dict, resolve_pretrained
 
-        path = cfg.get("path")
+        path = cfg.path
         if not path:
             raise XllmError("speech_encoder.path is required for type whisper")
         model_dir = resolve_pretrained(str(path), ["*.json", "*.safetensors", "*.txt"])
@@ -221,15 +226,15 @@ class SSLEncoderWrapper(nn.Module):
 
     pretrained = True
 
-    def __init__(self, cfg: dict, load_weights: bool = True):
+    def __init__(self, cfg: SpeechEncoderConfig, load_weights: bool = True):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
         from xllm_cli.models.loading import resolve_pretrained
 
-        path = cfg.get("path")
+        path = cfg.path
         if not path:
-            raise XllmError(f"speech_encoder.path is required for type {cfg.get('type')}")
+            raise XllmError(f"speech_encoder.path is required for type {cfg.type}")
         model_dir = resolve_pretrained(str(path), ["*.json", "*.safetensors", "*.bin", "*.txt"])
         if load_weights:
             self.model = AutoModel.from_pretrained(str(model_dir))
@@ -261,6 +266,12 @@ class SSLEncoderWrapper(nn.Module):
         return hidden, out_lens
 
 
-def build_speech_encoder(cfg: dict, load_weights: bool = True) -> nn.Module:
-    """Speech encoder from the ``model.speech_encoder`` config section (see :data:`ENCODERS`)."""
-    return encoder_spec(cfg).build(cfg, load_weights)
+def build_speech_encoder(cfg: SpeechEncoderConfig | dict, load_weights: bool = True) -> nn.Module:
+    """Speech encoder from the ``model.speech_encoder`` section (see :data:`ENCODERS`).
+
+    A plain mapping is checked against the schema first (unknown keys are errors).
+    """
+    from xllm_cli.config.typed import parse
+
+    spec = encoder_spec(cfg)
+    return spec.build(parse(SpeechEncoderConfig, cfg, "model.speech_encoder"), load_weights)

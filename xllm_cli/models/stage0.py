@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from xllm_cli.config.schema import LLMInitConfig, ModelConfig
 from xllm_cli.errors import XllmError
 from xllm_cli.models.config import DEFAULT_PROMPTS
 from xllm_cli.models.llm import Layout, PromptFormatter, assemble
@@ -45,14 +46,17 @@ def _corrupt(ids: list[int], pool: list[int], rate: float, substitute_only: bool
 
 
 def stage0_loss(llm, tokenizer, formatter: PromptFormatter, prompts: dict, align_slot: str | None,
-                init_cfg: dict, texts: list[str]):
-    """Next-token CE over a mix of plain-LM and copy-format sequences built from ``texts``."""
-    tasks = dict(init_cfg.get("stage0_tasks") or {"lm": 0.2, "asr": 0.6, "image_asr": 0.2})
-    noise = float(init_cfg.get("stage0_noise", 0.0))
-    names = [k for k in ("lm", "asr", "image_asr") if float(tasks.get(k, 0)) > 0]
+                init_cfg: LLMInitConfig, texts: list[str]):
+    """Next-token CE over a mix of plain-LM and copy-format sequences built from ``texts``.
+
+    ``init_cfg`` is ``model.llm_init`` (its ``stage0_tasks`` and ``stage0_noise``).
+    """
+    tasks = init_cfg.stage0_tasks or LLMInitConfig().stage0_tasks  # {} = the defaults, as before
+    noise = init_cfg.stage0_noise
+    names = [k for k in ("lm", "asr", "image_asr") if tasks.get(k, 0) > 0]
     if not names:
         raise XllmError("llm_init.stage0_tasks: no task has a positive weight")
-    probs = torch.tensor([float(tasks[k]) for k in names])
+    probs = torch.tensor([tasks[k] for k in names])
     embed = llm.get_input_embeddings()
     device = embed.weight.device
     bos = (tokenizer.bos_token_id,) if tokenizer.bos_token_id is not None else ()
@@ -89,15 +93,15 @@ class Stage0Objective(nn.Module):
     Drop-in for a plain LM objective; ``model_cfg`` is the ``model:`` section (llm_init, llm, prompts).
     """
 
-    def __init__(self, llm, tokenizer, model_cfg: dict):
+    def __init__(self, llm, tokenizer, model_cfg: ModelConfig):
         super().__init__()
         self.llm = llm
         self.tokenizer = tokenizer
-        llm_cfg = model_cfg.get("llm") or {}
-        self.init_cfg = dict(model_cfg.get("llm_init") or {})
-        self.prompts = {**DEFAULT_PROMPTS, **(model_cfg.get("prompts") or {})}
-        self.align_slot = "speech" if llm_cfg.get("align_speech_positions") else None
-        self.formatter = PromptFormatter(tokenizer, llm_cfg.get("chat_template"), llm_cfg.get("system_prompt"))
+        llm_cfg = model_cfg.llm
+        self.init_cfg = model_cfg.llm_init or LLMInitConfig()
+        self.prompts = {**DEFAULT_PROMPTS, **model_cfg.prompts}
+        self.align_slot = "speech" if llm_cfg.align_speech_positions else None
+        self.formatter = PromptFormatter(tokenizer, llm_cfg.chat_template, llm_cfg.system_prompt)
 
     def gradient_checkpointing_enable(self, **kwargs):
         """Forwarded to the LLM."""

@@ -9,36 +9,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from xllm_cli.config.schema import LLMInitConfig
 from xllm_cli.errors import XllmError
 
 
-def tiny_llm_config(init_cfg: dict, tokenizer):
-    """transformers config (Qwen2Config/LlamaConfig) from the small ``llm_init`` dict."""
+def tiny_llm_config(init_cfg: LLMInitConfig | dict, tokenizer):
+    """transformers config (Qwen2Config/LlamaConfig) from ``model.llm_init`` (a mapping is checked first)."""
     from transformers import LlamaConfig, Qwen2Config
 
-    kind = init_cfg.get("model_type", "qwen2")
+    from xllm_cli.config.typed import parse
+
+    init_cfg = parse(LLMInitConfig, init_cfg, "model.llm_init")
+
     classes = {"qwen2": Qwen2Config, "llama": LlamaConfig}
-    if kind not in classes:
-        raise XllmError(f"llm_init.model_type must be qwen2 or llama, not {kind!r}")
-    hidden = int(init_cfg.get("hidden_size", 160))
-    heads = int(init_cfg.get("num_heads", 4))
-    return classes[kind](
+    if init_cfg.model_type not in classes:
+        raise XllmError(f"llm_init.model_type must be qwen2 or llama, not {init_cfg.model_type!r}")
+    hidden = init_cfg.hidden_size
+    return classes[init_cfg.model_type](
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=int(init_cfg.get("intermediate_size", 3 * hidden)),
-        num_hidden_layers=int(init_cfg.get("num_layers", 3)),
-        num_attention_heads=heads,
-        num_key_value_heads=int(init_cfg.get("num_kv_heads", heads)),
-        max_position_embeddings=int(init_cfg.get("max_position_embeddings", 512)),
-        tie_word_embeddings=bool(init_cfg.get("tie_word_embeddings", True)),
+        intermediate_size=init_cfg.intermediate_size or 3 * hidden,
+        num_hidden_layers=init_cfg.num_layers,
+        num_attention_heads=init_cfg.num_heads,
+        num_key_value_heads=init_cfg.num_kv_heads or init_cfg.num_heads,
+        max_position_embeddings=init_cfg.max_position_embeddings,
+        tie_word_embeddings=init_cfg.tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        attention_dropout=float(init_cfg.get("attention_dropout", 0.0)),
+        attention_dropout=init_cfg.attention_dropout,
     )
 
 
-def create_tiny_llm(init_cfg: dict, texts: Iterable[str], out_dir: str | Path, seed: int = 0):
+def create_tiny_llm(init_cfg: LLMInitConfig | dict, texts: Iterable[str], out_dir: str | Path, seed: int = 0):
     """Build char tokenizer from ``texts`` + random tiny causal LM, save both to ``out_dir``; returns (model, tokenizer)."""
     import torch
     from transformers import AutoModelForCausalLM

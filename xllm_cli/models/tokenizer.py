@@ -51,14 +51,18 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     transformers maps some model types (e.g. qwen2) to their own tokenizer class whatever
     tokenizer_config.json says, which would replace our char-level pre-tokenizer; a generic
     fast tokenizer (``TokenizersBackend``/``PreTrainedTokenizerFast``) is therefore loaded as such.
+    ``trust_remote_code`` is what the config asks; :mod:`xllm_cli.trust` decides.
     """
     import json
 
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from xllm_cli.trust import trust_remote_code_for
 
     cfg_file = Path(path) / "tokenizer_config.json"
     if cfg_file.is_file():
         cls = json.loads(cfg_file.read_text(encoding="utf-8")).get("tokenizer_class")
         if cls in ("TokenizersBackend", "PreTrainedTokenizerFast") and (Path(path) / "tokenizer.json").is_file():
             return PreTrainedTokenizerFast.from_pretrained(str(path))
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code_for(str(path),
+                                                                                          trust_remote_code))

@@ -19,22 +19,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from xllm_cli.config.schema import QFormerConfig, VisionEncoderConfig
 from xllm_cli.errors import XllmError
 
 
 class VisionEncoder(nn.Module):
     """(B,3,H,W) pixels -> (B,P,H_v) patch features."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: VisionEncoderConfig):
         super().__init__()
         from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionModel, SiglipVisionModel
 
         from xllm_cli.models.loading import resolve_pretrained
 
-        path = cfg.get("path")
-        self.feature_layer = int(cfg.get("feature_layer", -1))
-        if path:
-            model_dir = resolve_pretrained(str(path))
+        self.feature_layer = cfg.feature_layer
+        if cfg.path:
+            model_dir = resolve_pretrained(str(cfg.path))
             mt = AutoConfig.from_pretrained(str(model_dir)).model_type
             if mt in ("clip", "clip_vision_model"):
                 self.model = CLIPVisionModel.from_pretrained(str(model_dir))
@@ -44,20 +44,20 @@ class VisionEncoder(nn.Module):
                 self.model = AutoModel.from_pretrained(str(model_dir))
             self.pretrained = True
         else:
-            init = dict(cfg.get("init") or {})
+            init = cfg.init
             vc = CLIPVisionConfig(
-                image_size=int(cfg.get("image_size", init.get("image_size", 64))),
-                patch_size=int(init.get("patch_size", 8)),
-                hidden_size=int(init.get("hidden_size", 64)),
-                intermediate_size=int(init.get("intermediate_size", 128)),
-                num_hidden_layers=int(init.get("num_layers", 2)),
-                num_attention_heads=int(init.get("num_heads", 4)),
+                image_size=cfg.image_size or init.image_size or 64,
+                patch_size=init.patch_size,
+                hidden_size=init.hidden_size,
+                intermediate_size=init.intermediate_size,
+                num_hidden_layers=init.num_layers,
+                num_attention_heads=init.num_heads,
             )
             self.model = CLIPVisionModel(vc)
             self.pretrained = False
         vcfg = getattr(self.model.config, "vision_config", self.model.config)
         self.output_dim = int(vcfg.hidden_size)
-        self.image_size = int(getattr(vcfg, "image_size", cfg.get("image_size", 224)))
+        self.image_size = int(getattr(vcfg, "image_size", cfg.image_size or 224))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) -> (B,P,H_v) features of ``feature_layer``."""
@@ -71,15 +71,15 @@ class VisionEncoder(nn.Module):
 class QFormerInterface(nn.Module):
     """Q-Former with image queries and separate video queries."""
 
-    def __init__(self, vision_dim: int, cfg: dict, load_weights: bool = True):
+    def __init__(self, vision_dim: int, cfg: QFormerConfig, load_weights: bool = True):
         super().__init__()
         from transformers import Blip2Config, Blip2QFormerConfig
         from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel
 
         from xllm_cli.models.loading import resolve_pretrained
 
-        blip2 = cfg.get("blip2_path")
-        num_queries = int(cfg.get("num_queries", 32))
+        blip2 = cfg.blip2_path
+        num_queries = cfg.num_queries
         if blip2:
             blip2_dir = resolve_pretrained(str(blip2), ["*.json", "*.safetensors"])
             full = Blip2Config.from_pretrained(str(blip2_dir))
@@ -87,25 +87,25 @@ class QFormerInterface(nn.Module):
             num_queries = int(full.num_query_tokens)
         else:
             qcfg = Blip2QFormerConfig(
-                hidden_size=int(cfg.get("hidden_size", 768)),
-                num_hidden_layers=int(cfg.get("num_layers", 12)),
-                num_attention_heads=int(cfg.get("num_heads", 12)),
-                intermediate_size=int(cfg.get("intermediate_size", 4 * int(cfg.get("hidden_size", 768)))),
-                cross_attention_frequency=int(cfg.get("cross_attention_frequency", 1)),
+                hidden_size=cfg.hidden_size,
+                num_hidden_layers=cfg.num_layers,
+                num_attention_heads=cfg.num_heads,
+                intermediate_size=cfg.intermediate_size or 4 * cfg.hidden_size,
+                cross_attention_frequency=cfg.cross_attention_frequency,
                 encoder_hidden_size=vision_dim,
-                hidden_dropout_prob=float(cfg.get("dropout", 0.1)),
-                attention_probs_dropout_prob=float(cfg.get("dropout", 0.1)),
+                hidden_dropout_prob=cfg.dropout,
+                attention_probs_dropout_prob=cfg.dropout,
             )
         self.hidden_size = int(qcfg.hidden_size)
         self.num_queries = num_queries
-        self.num_video_queries = int(cfg.get("num_video_queries", num_queries))
+        self.num_video_queries = cfg.num_video_queries or num_queries
         self.vision_proj = (
             nn.Linear(vision_dim, qcfg.encoder_hidden_size) if qcfg.encoder_hidden_size != vision_dim else nn.Identity()
         )
         self.qformer = Blip2QFormerModel(qcfg)
         self.query_tokens = nn.Parameter(torch.randn(1, num_queries, self.hidden_size) * 0.02)
         self.video_query_tokens = nn.Parameter(torch.randn(1, self.num_video_queries, self.hidden_size) * 0.02)
-        self.frame_embed = nn.Parameter(torch.zeros(int(cfg.get("max_frames", 32)), self.hidden_size))
+        self.frame_embed = nn.Parameter(torch.zeros(cfg.max_frames, self.hidden_size))
         if blip2 and load_weights:
             self.load_blip2(blip2_dir)
 

@@ -19,13 +19,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from xllm_cli.config.schema import LLMInitConfig, ModelConfig, parse_model
 from xllm_cli.data.batch import Batch
 from xllm_cli.errors import XllmError
 from xllm_cli.models.adapters import build_adapter
 from xllm_cli.models.cformer import CFormer
 from xllm_cli.models.config import DEFAULT_PROMPTS, default_prompt
 from xllm_cli.models.generation import EndAtLimit, greedy_generate
-from xllm_cli.models.llm import PromptFormatter, assemble, load_llm, resolve_dtype
+from xllm_cli.models.lm_loss import labelled_lm_loss
+from xllm_cli.models.llm import PromptFormatter, assemble, load_llm, mark_checkpointed_layers_training, resolve_dtype
 from xllm_cli.models.outputs import LLMInputs, StepOutput
 from xllm_cli.models.speech_encoders import build_speech_encoder
 from xllm_cli.models.stage0 import stage0_loss
@@ -45,53 +47,48 @@ PRETRAINED_PREFIX = {"llm": "llm.", "speech_encoder": "speech_encoder.", "vision
 class XLLM(nn.Module):
     """Speech (C-Former) / image / video (Q-Former) interfaces in front of a causal LLM."""
 
-    def __init__(self, cfg: dict, load_weights: bool = True):
+    def __init__(self, cfg: ModelConfig | dict, load_weights: bool = True):
         super().__init__()
-        self.cfg = copy.deepcopy(cfg)
-        llm_cfg = cfg.get("llm") or {}
-        if not llm_cfg.get("path"):
+        # A plain mapping (tests, benches, older callers) is checked against the schema once.
+        self.cfg: ModelConfig = parse_model(cfg) if isinstance(cfg, dict) else copy.deepcopy(cfg)
+        cfg = self.cfg
+        if not cfg.llm.path:
             raise XllmError("model.llm.path is not set (for the tiny preset: the stage-0 LM directory EXP/stage0/llm)")
-        dtype = cfg.get("dtype")
-        self.llm, self.tokenizer = load_llm(
-            llm_cfg["path"], dtype, bool(cfg.get("gradient_checkpointing", False)), bool(llm_cfg.get("trust_remote_code"))
-        )
+        self.llm, self.tokenizer = load_llm(cfg.llm.path, cfg.dtype, cfg.gradient_checkpointing,
+                                            cfg.llm.trust_remote_code)
         hidden = self.llm.get_input_embeddings().weight.shape[1]
         vocab = len(self.tokenizer)
-        frozen_dtype = resolve_dtype(dtype)
+        frozen_dtype = resolve_dtype(cfg.dtype)
 
         self.speech_encoder = self.cformer = self.speech_adapter = None
-        sp = cfg.get("speech_encoder")
-        if sp:
-            self.speech_encoder = build_speech_encoder(sp, load_weights=True)
+        if cfg.speech_encoder is not None:
+            self.speech_encoder = build_speech_encoder(cfg.speech_encoder, load_weights=True)
             if self.speech_encoder.pretrained and frozen_dtype is not None:
                 self.speech_encoder.to(frozen_dtype)
-            cf = cfg.get("cformer") or {}
-            self.cformer = CFormer(self.speech_encoder.output_dim, vocab, cf)
-            self.speech_adapter = build_adapter(cfg.get("speech_adapter"), self.cformer.d_model, hidden)
+            self.cformer = CFormer(self.speech_encoder.output_dim, vocab, cfg.cformer)
+            self.speech_adapter = build_adapter(cfg.speech_adapter, self.cformer.d_model, hidden)
 
         self.vision_encoder = self.qformer = self.image_adapter = self.video_adapter = self.itc = None
-        vc = cfg.get("vision_encoder")
-        if vc:
-            self.vision_encoder = VisionEncoder(vc)
+        if cfg.vision_encoder is not None:
+            self.vision_encoder = VisionEncoder(cfg.vision_encoder)
             if self.vision_encoder.pretrained and frozen_dtype is not None:
                 self.vision_encoder.to(frozen_dtype)
-            self.qformer = QFormerInterface(self.vision_encoder.output_dim, cfg.get("qformer") or {}, load_weights)
+            self.qformer = QFormerInterface(self.vision_encoder.output_dim, cfg.qformer, load_weights)
             qd = self.qformer.hidden_size
-            self.image_adapter = build_adapter(cfg.get("image_adapter"), qd, hidden)
-            self.video_adapter = build_adapter(cfg.get("video_adapter"), qd, hidden)
-            itc = cfg.get("itc") or {}
-            self.itc = TextEncoderITC(vocab, qd, int(itc.get("embed_dim", 128)), float(itc.get("temperature", 0.07)))
+            self.image_adapter = build_adapter(cfg.image_adapter, qd, hidden)
+            self.video_adapter = build_adapter(cfg.video_adapter, qd, hidden)
+            self.itc = TextEncoderITC(vocab, qd, cfg.itc.embed_dim, cfg.itc.temperature)
 
         # tiny preset: speech vectors share the positions of the answer tokens (see llm.assemble)
-        self.align_slot = "speech" if llm_cfg.get("align_speech_positions") else None
-        self.formatter = PromptFormatter(self.tokenizer, llm_cfg.get("chat_template"), llm_cfg.get("system_prompt"))
-        self.prompts = {**DEFAULT_PROMPTS, **(cfg.get("prompts") or {})}
+        self.align_slot = "speech" if cfg.llm.align_speech_positions else None
+        self.formatter = PromptFormatter(self.tokenizer, cfg.llm.chat_template, cfg.llm.system_prompt)
+        self.prompts = {**DEFAULT_PROMPTS, **cfg.prompts}
         self.trained_pretrained: set[str] = set()  # pretrained groups that were ever trainable
         self.set_stage(3, set(MODALITIES), list(ADAPTER_GROUPS))
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, model_cfg: dict, load_weights: bool = True) -> "XLLM":
+    def from_config(cls, model_cfg: ModelConfig | dict, load_weights: bool = True) -> "XLLM":
         """Build from the ``model:`` config section; pretrained parts load from their paths (no network if local)."""
         return cls(model_cfg, load_weights=load_weights)
 
@@ -165,7 +162,9 @@ class XLLM(nn.Module):
         """Frozen groups stay in eval mode while training: no dropout, fixed norms, as at inference.
 
         That covers the pretrained encoders and LLM, and parts trained in an earlier stage and
-        frozen in this one (the tiny preset's Conformer and C-Former in stages 2-3).
+        frozen in this one (the tiny preset's Conformer and C-Former in stages 2-3). Layers with
+        gradient checkpointing on keep ``training`` set on the layer object alone, which is what
+        transformers checks before recomputing; their sub-modules stay in eval.
         """
         super().train(mode)
         if mode:
@@ -175,6 +174,8 @@ class XLLM(nn.Module):
                     for m in self._group_members(name):
                         if isinstance(m, nn.Module):
                             m.eval()
+                            # gradient checkpointing still needs the layer flags (dropout stays off)
+                            mark_checkpointed_layers_training(m, True)
         return self
 
     # ------------------------------------------------------------------ pieces
@@ -219,18 +220,18 @@ class XLLM(nn.Module):
     def _lm_step(self, batch: Batch) -> StepOutput:
         """Stage 0 on the LLM inside the model: the one stage-0 objective (:mod:`xllm_cli.models.stage0`)."""
         return stage0_loss(self.llm, self.tokenizer, self.formatter, self.prompts, self.align_slot,
-                           self.cfg.get("llm_init") or {}, batch.texts)
+                           self.cfg.llm_init or LLMInitConfig(), batch.texts)
 
     def _stage1_step(self, batch: Batch) -> StepOutput:
-        cf = self.cfg.get("cformer") or {}
+        cf = self.cfg.cformer
         total = None
         logs: dict[str, float] = {}
         if "speech" in self.modalities and batch.feats is not None and self.cformer is not None:
             enc, enc_lens = self._encode_speech(batch)
             targets, tlens = self._padded(self._text_ids(batch.texts), enc.device)
-            ctc_w = float(cf.get("ctc_weight", 0.0))
+            ctc_w = cf.ctc_weight
             out, ls = self.cformer.losses(enc, enc_lens, targets, tlens, ctc_w)
-            total = ls["ce"] + float(cf.get("quantity_weight", 1.0)) * ls["quantity"]
+            total = ls["ce"] + cf.quantity_weight * ls["quantity"]
             if "ctc" in ls:
                 total = total + ctc_w * ls["ctc"]
             logs.update({f"cif_{k}": float(v.detach()) for k, v in ls.items()})
@@ -312,16 +313,11 @@ class XLLM(nn.Module):
             embed, [layouts[b] for b in keep], [per_utt[b] for b in keep], targets, False,
             embed.weight.device, embed.weight.dtype, self.align_slot,
         )
-        out = self.llm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, labels=labels)
-        loss = out.loss
-        logs = {"llm_ce": float(loss.detach())}
-        with torch.no_grad():
-            pred = out.logits[:, :-1].argmax(-1)
-            lab = labels[:, 1:]
-            valid = lab != -100
-            logs["acc"] = float((pred[valid] == lab[valid]).float().mean()) if valid.any() else 0.0
+        lm = labelled_lm_loss(self.llm, emb, mask, pos, labels)  # vocabulary logits at labelled positions only
+        loss = lm.loss
+        logs = {"llm_ce": float(loss.detach()), "acc": lm.correct / lm.count if lm.count else 0.0}
         if "quantity" in extra and any(p.requires_grad for p in self.cformer.predictor.parameters()):
-            w = float((self.cfg.get("cformer") or {}).get("stage2_quantity_weight", 0.1))
+            w = self.cfg.cformer.stage2_quantity_weight
             loss = loss + w * extra["quantity"]
             logs["cif_quantity"] = float(extra["quantity"].detach())
         logs["loss"] = float(loss.detach())
@@ -427,7 +423,7 @@ class XLLM(nn.Module):
             return [int(max_new_tokens)] * batch_size
         if speech_tokens is not None:
             return [2 * int(n) + 10 for n in speech_tokens]
-        return [int(self.cfg.get("max_new_tokens", 64))] * batch_size
+        return [self.cfg.max_new_tokens] * batch_size
 
     @torch.no_grad()
     def nar_decode(self, batch: Batch) -> list[str]:

@@ -7,7 +7,7 @@ the decode-directory files, ``sclite.py`` for the NIST cross-check and
 """
 
 from .align import Counts, ScoreResult, UttScore, default_speaker, score_texts
-from .normalize import NormalizeOptions, UNITS, normalize_text, tokenize
+from .normalize import DEFAULT_UNIT, NormalizeOptions, UNITS, normalize_text, scoring_defaults, tokenize
 from .results import ResultLine, collect_results, parse_result_line, results_markdown
 from .writers import (
     read_text,
@@ -18,7 +18,7 @@ from .writers import (
 
 __all__ = [
     "Counts", "ScoreResult", "UttScore", "default_speaker", "score_texts",
-    "NormalizeOptions", "UNITS", "normalize_text", "tokenize",
+    "DEFAULT_UNIT", "NormalizeOptions", "UNITS", "normalize_text", "scoring_defaults", "tokenize",
     "ResultLine", "collect_results", "parse_result_line", "results_markdown",
     "read_text", "result_lines", "score_and_write", "write_decode_dir",
 ]

@@ -30,12 +30,40 @@ _APOSTROPHES = frozenset("'’")
 
 @dataclass
 class NormalizeOptions:
-    """What to normalise away before scoring (defaults = ``xllm score`` defaults)."""
+    """What to normalise away before scoring.
+
+    The field defaults change nothing but punctuation (the trainer's validation
+    CER uses them); ``xllm score`` and ``xllm decode`` start from
+    :func:`scoring_defaults`, which also folds case.
+    """
 
     remove_punct: bool = True   # ASCII + Unicode punctuation (CJK 。，、《》…) -> space; word-internal apostrophe kept
     nfkc: bool = False          # Unicode NFKC: full-width letters/digits/punctuation -> half-width
     lower: bool = False         # case folding (str.casefold)
     remove_spaces: bool = True  # char unit only: spaces are not units (False: each word gap scores as "<space>")
+
+    def describe(self, unit: str) -> str:
+        """One line for result.txt: what was scored and what was normalised away."""
+        parts = [f"unit {unit}", "case folded" if self.lower else "case kept",
+                 "punctuation removed" if self.remove_punct else "punctuation kept"]
+        if self.nfkc:
+            parts.append("NFKC")
+        if unit == "char" and not self.remove_spaces:
+            parts.append("spaces scored as <space>")
+        return "Normalisation: " + ", ".join(parts)
+
+
+DEFAULT_UNIT = "auto"  # xllm score and xllm decode: CER for Chinese, WER for spaced text, MER for a mix
+
+
+def scoring_defaults() -> NormalizeOptions:
+    """What ``xllm score`` and ``xllm decode`` normalise unless told otherwise.
+
+    Case is folded and punctuation removed, as sclite users and Whisper's English
+    normaliser expect: "Hello, world" vs "hello world" is not a recognition error.
+    Chinese has neither case nor (after removal) punctuation, so its CER is unchanged.
+    """
+    return NormalizeOptions(remove_punct=True, lower=True)
 
 
 def is_cjk(ch: str) -> bool:

@@ -1,4 +1,4 @@
-"""Result files of a decode directory (DESIGN.md §4), each written atomically.
+"""Result files of a decode directory (docs/experiment.md), each written atomically.
 
 ``hyp``/``ref``   Kaldi text of the raw (un-normalised) transcripts, C-sorted.
 ``hyp.trn``/``ref.trn``  sclite ``trn``: the normalised scoring units separated by
@@ -11,7 +11,11 @@
                   ``sys`` percentages per speaker, then ``SUM``.
 ``result.txt``    ``compute-wer`` lines: ``%CER 4.52 [ 4737 / 104765, 116 ins, 198 del,
                   4423 sub ] DIR``, ``%SER 20.00 [ 2 / 10 ] DIR``, ``Scored N sentences, M not
-                  present in hyp.``
+                  present in hyp.``, and ``K hypotheses have no reference: not scored.``
+                  when some do, and ``Normalisation: unit auto, case folded,
+                  punctuation removed`` (what the numbers were computed on). Written last: it marks the directory *scored*
+                  (``hyp``, written last by decoding, marks it *decoded*:
+                  ``decoding/results.py``).
 """
 
 from __future__ import annotations
@@ -139,6 +143,9 @@ def write_decode_dir(decode_dir: str | Path, result: ScoreResult, label: str | N
             _write_lines(decode_dir / name, lines)
     lines = result_lines(result, str(decode_dir) if label is None else label)
     lines.append(f"Scored {result.totals.sentences} sentences, {len(result.missing)} not present in hyp.")
+    if result.extra:
+        lines.append(f"{len(result.extra)} hypotheses have no reference: not scored.")
+    lines.append(result.normalize.describe(result.unit))
     if free(decode_dir / "result.txt"):
         _write_lines(decode_dir / "result.txt", lines)
 
@@ -151,8 +158,13 @@ def score_and_write(
     normalize: NormalizeOptions | None = None,
     utt2spk: dict[str, str] | None = None,
     label: str | None = None,
+    keep: Iterable[str | Path] = (),
 ) -> ScoreResult:
-    """``score_texts`` then ``write_decode_dir``: what ``xllm decode`` calls at the end."""
+    """``score_texts`` then ``write_decode_dir``: what ``xllm decode`` calls at the end.
+
+    ``keep``: the input files in ``decode_dir`` that must not be written over
+    (``xllm decode`` passes its ``hyp``, which holds every decoded utterance).
+    """
     result = score_texts(refs, hyps, unit=unit, normalize=normalize, utt2spk=utt2spk)
-    write_decode_dir(decode_dir, result, label=label)
+    write_decode_dir(decode_dir, result, label=label, keep=keep)
     return result

@@ -16,7 +16,8 @@ import torch
 
 from ..console import log
 from ..errors import XllmError
-from ..experiment import load_recipe
+from ..experiment import load_stage_recipe
+from ..fsutil import apply_umask
 from . import checkpoint as ck
 
 
@@ -42,16 +43,6 @@ def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
     return {k: (v / n).to(last[k].dtype) if last[k].is_floating_point() else v for k, v in total.items()}
 
 
-def _load_stage_model(model_dir: Path, model_cfg: dict):
-    from .family import get_family
-
-    return get_family(model_cfg.get("type")).load_model(model_dir)
-
-
-def _save_stage_model(model, model_cfg: dict, out_dir: Path) -> None:
-    from .family import get_family
-
-    get_family(model_cfg.get("type")).save_model(model, model_cfg, out_dir)
 
 
 def average_stage(exp: str | Path, stage: int, num: int, modality: str = "speech") -> Path:
@@ -70,15 +61,20 @@ def average_stage(exp: str | Path, stage: int, num: int, modality: str = "speech
     best = sdir / "best"
     if not (best / ck.MODEL_FILE).is_file():
         raise XllmError(f"{best}: no best model (has the stage finished a validation?)")
-    model_cfg = load_recipe(exp, stage, modality, required=True).get("model") or {}
+    from .family import get_family, load_plugins
+
+    load_plugins()  # a family outside xllm registers its model: section
+    model_cfg = load_stage_recipe(exp, stage, modality, required=True).model
+    family = get_family(model_cfg.type)
     avg = average_state_dicts(ckpts)
-    model = _load_stage_model(best, model_cfg)
+    model = family.load_model(best)
     ck.load_into(model, avg, f"average of {len(ckpts)} checkpoints")
     out = sdir / "averaged"
     tmp = Path(tempfile.mkdtemp(prefix=".averaged.", dir=sdir))
     try:
-        _save_stage_model(model, model_cfg, tmp)
+        family.save_model(model, model_cfg, tmp, exp)
         (tmp / "averaged_from.txt").write_text("".join(f"{p.name}\n" for p in ckpts), encoding="utf-8")
+        apply_umask(tmp)  # mkdtemp made it 0700
         if out.exists():
             ck.remove_checkpoint(out)
         tmp.rename(out)

@@ -25,13 +25,15 @@ import json
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..errors import XllmError
+from ..fsutil import apply_umask
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.pt"
@@ -115,10 +117,10 @@ def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except Exception as e:  # a truncated or foreign file
-        raise XllmError(f"{path}: cannot read safetensors ({e})") from None
+    """A weights file; a truncated or foreign one is a one-line error naming it."""
+    from ..models.loading import safe_load_file
+
+    return safe_load_file(path)
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
@@ -181,6 +183,7 @@ def save_checkpoint(
         torch.save(optimizer_state, tmp / OPTIM_FILE)
         torch.save({"ranks": rng_states}, tmp / RNG_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=1, sort_keys=True), encoding="utf-8")
+        apply_umask(tmp)  # mkdtemp made it 0700; a checkpoint gets the mode of any other folder
         if final.exists():  # same step saved before (e.g. a rerun): replace it whole
             trash = Path(tempfile.mkdtemp(prefix=".trash.", dir=cdir))
             final.rename(trash / final.name)
@@ -192,24 +195,73 @@ def save_checkpoint(
     return final
 
 
+@dataclass
+class TrainState:
+    """Everything besides tensors that resuming needs (``trainer_state.json``)."""
+
+    step: int = 0  # optimizer updates done
+    epoch: int = 0  # current epoch
+    batch: int = 0  # batches of `epoch` already trained (data position)
+    score: float | None = None  # validation score at this step (lower is better)
+    valid: dict = field(default_factory=dict)
+    best: list = field(default_factory=list)  # [[score, step], ...] best first
+    total_steps: int = 0
+    scheduler: dict = field(default_factory=dict)
+    elapsed: float = 0.0
+
+
+_NUMBER = (int, float)
+# The JSON type each field of trainer_state.json must have (bool is not a number here).
+_STATE_TYPES = {"step": int, "epoch": int, "batch": int, "total_steps": int, "elapsed": _NUMBER,
+                "score": (*_NUMBER, type(None)), "valid": dict, "best": list, "scheduler": dict}
+
+
+def _check_state(data, path: Path) -> dict:
+    """``trainer_state.json`` content checked field by field: one line naming the file and key."""
+    if not isinstance(data, dict):
+        raise XllmError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    for key, types in _STATE_TYPES.items():
+        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], types)):
+            raise XllmError(f"{path}: {key} has a wrong type ({data[key]!r})")
+    for entry in data.get("best", []):
+        if not (isinstance(entry, list) and len(entry) == 2
+                and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in entry)):
+            raise XllmError(f"{path}: best: expected [score, step] pairs, got {entry!r}")
+    return data
+
+
 def read_trainer_state(ckpt: Path) -> dict:
+    """A checkpoint's ``trainer_state.json``; unreadable JSON or wrong types are one line naming it."""
+    path = Path(ckpt) / STATE_FILE
     try:
-        return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise XllmError(f"{ckpt / STATE_FILE}: unreadable checkpoint state ({e})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise XllmError(f"{path}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None
+    except json.JSONDecodeError as e:
+        raise XllmError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    return _check_state(data, path)
+
+
+def train_state(data: dict) -> TrainState:
+    """A :class:`TrainState` from checked ``trainer_state.json`` content (unknown keys ignored)."""
+    known = {f.name for f in fields(TrainState)}
+    return TrainState(**{k: v for k, v in data.items() if k in known})
 
 
 def load_checkpoint(ckpt: Path, rank: int = 0, map_location="cpu") -> tuple[dict, dict, dict, dict | None]:
     """(model weights, optimizer state, trainer state, this rank's RNG state or None)."""
+    from ..models.loading import torch_load_weights
+
     ckpt = Path(ckpt)
+    state = read_trainer_state(ckpt)
     model_state = load_weights(ckpt / MODEL_FILE)
-    try:
-        optim = torch.load(ckpt / OPTIM_FILE, map_location=map_location, weights_only=True)
-        rng = torch.load(ckpt / RNG_FILE, map_location="cpu", weights_only=True)["ranks"]
-    except Exception as e:
-        raise XllmError(f"{ckpt}: cannot read the optimizer/RNG state ({e})") from None
+    optim = torch_load_weights(ckpt / OPTIM_FILE, map_location=map_location)
+    rng_file = torch_load_weights(ckpt / RNG_FILE)
+    rng = rng_file.get("ranks") if isinstance(rng_file, dict) else None
+    if not isinstance(rng, list):
+        raise XllmError(f"{ckpt / RNG_FILE}: not an xllm RNG state (no list of ranks)")
     rank_rng = rng[rank] if rank < len(rng) else None
-    return model_state, optim, read_trainer_state(ckpt), rank_rng
+    return model_state, optim, state, rank_rng
 
 
 def remove_checkpoint(ckpt: Path) -> None:

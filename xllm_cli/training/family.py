@@ -9,16 +9,23 @@ toy family does (tests/toy_family.py; docs/extending.md)::
 
     from xllm_cli.training.family import ModelFamily, register_family
 
+    @dataclass
+    class MyModelConfig:                  # the ``model:`` section of type mine, typed
+        type: str = "mine"
+        width: int = 64                   # a comment here is the key's line in docs/config.md
+
+    register_model_config("mine", MyModelConfig)   # xllm_cli.config.schema
+
     class MyFamily(ModelFamily):
-        def build(self, cfg, req, dist, opts): return MyModel(...), MyDataSource(...)
-        def save_model(self, model, model_cfg, out_dir): ...
+        def build(self, recipe, req, dist, opts): return MyModel(recipe.model), MyDataSource(...)
+        def save_model(self, model, model_cfg, out_dir, exp=None): ...  # save_model_config(model_cfg, out_dir, exp)
         def load_model(self, model_dir): ...
 
     register_family("mine", MyFamily())   # recipes select it with model: {type: mine}
 
-``xllm train`` (and the torchrun workers it starts) import the modules listed in the
-``XLLM_PLUGINS`` environment variable (comma-separated) before looking a family up, so
-a family outside this package needs no change here.
+``xllm train`` and ``xllm average`` (and the torchrun workers) import the modules listed
+in the ``XLLM_PLUGINS`` environment variable (comma-separated, :func:`load_plugins`) before
+parsing a recipe, so a family outside this package needs no change here.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from ..errors import XllmError
 from . import checkpoint as ck
 from .distributed import DistInfo
 from .stage_data import StageRequest
-from .trainer import DataSource, DecodeFn, TrainOptions, Trainer, TrainState
+from ..config.schema import Recipe, TrainOptions
+from .trainer import DataSource, DecodeFn, Trainer, TrainState
 
 PLUGINS_ENV = "XLLM_PLUGINS"
 DEFAULT_FAMILY = "xllm"
@@ -51,42 +59,42 @@ class ModelFamily:
     :meth:`save_model`. ``xllm average`` reads a stage's model with :meth:`load_model`.
     """
 
-    def resolve_model_config(self, cfg: dict, exp: Path) -> dict:
-        """The ``model:`` section as the stage's config.yaml records it (and later stages read it)."""
-        return dict(cfg.get("model") or {})
+    def resolve_model_config(self, recipe: Recipe, exp: Path):
+        """The typed ``model:`` section the stage builds from (and its config.yaml records)."""
+        return recipe.model
 
     def init_model_dir(self, exp: Path, stage: int, modality: str) -> Path | None:
         """The model a stage starts from: by default the previous stage's (none for stages 0 and 1)."""
         return ck.stage_model_dir(exp, stage - 1) if stage >= 2 else None
 
-    def build(self, cfg: dict, req: StageRequest, dist: DistInfo,
+    def build(self, recipe: Recipe, req: StageRequest, dist: DistInfo,
               opts: TrainOptions) -> tuple[torch.nn.Module, DataSource]:
         """The stage's model (``forward(batch, stage)`` -> ``.loss``, ``.logs``) and its data."""
         raise NotImplementedError(f"{type(self).__name__}.build")
 
-    def decode_fn(self, cfg: dict, stage: int) -> DecodeFn | None:
+    def decode_fn(self, recipe: Recipe, stage: int) -> DecodeFn | None:
         """Greedy decoding of a batch for the validation CER (None: loss only)."""
         return None
 
-    def save_model(self, model: torch.nn.Module, model_cfg: dict, out_dir: Path) -> None:
-        """Write a model directory (``best/``, ``averaged/``)."""
+    def save_model(self, model: torch.nn.Module, model_cfg, out_dir: Path, exp: Path | None = None) -> None:
+        """Write a model directory (``best/``, ``averaged/``); paths inside ``exp`` are saved relative."""
         raise NotImplementedError(f"{type(self).__name__}.save_model")
 
     def load_model(self, model_dir: Path) -> torch.nn.Module:
         """Read back what :meth:`save_model` wrote."""
         raise NotImplementedError(f"{type(self).__name__}.load_model")
 
-    def run_stage(self, cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions) -> TrainState:
+    def run_stage(self, recipe: Recipe, req: StageRequest, dist: DistInfo, opts: TrainOptions) -> TrainState:
         """Train one stage in ``EXP/stageN`` and return the trainer's final state."""
         torch.manual_seed(opts.seed)
-        model, source = self.build(cfg, req, dist, opts)
+        model, source = self.build(recipe, req, dist, opts)
         init = self.init_model_dir(req.exp, req.stage, req.modality)
         if init is not None and (init / ck.MODEL_FILE).is_file():
             ck.load_into(model, ck.load_weights(init / ck.MODEL_FILE), init / ck.MODEL_FILE)
-        model_cfg = self.resolve_model_config(cfg, req.exp)
+        model_cfg = self.resolve_model_config(recipe, req.exp)
         return Trainer(model, source, opts, ck.stage_dir(req.exp, req.stage, req.modality), req.stage, dist,
-                       decode_fn=self.decode_fn(cfg, req.stage),
-                       export_fn=lambda m, d: self.save_model(m, model_cfg, d), resume=req.resume).fit()
+                       decode_fn=self.decode_fn(recipe, req.stage),
+                       export_fn=lambda m, d: self.save_model(m, model_cfg, d, req.exp), resume=req.resume).fit()
 
 
 def register_family(name: str, family: ModelFamily) -> None:
@@ -94,7 +102,11 @@ def register_family(name: str, family: ModelFamily) -> None:
     _FAMILIES[name] = family
 
 
-def _import_plugins() -> None:
+def load_plugins() -> None:
+    """Import the modules named in ``XLLM_PLUGINS``: their families and ``model:`` dataclasses register.
+
+    Called before a recipe or a saved config is parsed, since ``model.type`` must be known then.
+    """
     for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
         try:
             importlib.import_module(module)
@@ -108,7 +120,7 @@ def get_family(model_type: str | None) -> ModelFamily:
     if name not in _FAMILIES and name in _BUILTIN:
         importlib.import_module(_BUILTIN[name])
     if name not in _FAMILIES:
-        _import_plugins()
+        load_plugins()
     if name not in _FAMILIES:
         known = ", ".join(sorted(set(_FAMILIES) | set(_BUILTIN)))
         raise XllmError(f"model.type {name!r}: no such model family (known: {known}; a family outside xllm "

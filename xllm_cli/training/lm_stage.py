@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import get
+from ..config.schema import Recipe, TrainOptions
 from ..console import log
 from ..errors import XllmError
+from ..fsutil import apply_umask
 from . import checkpoint as ck
 from .distributed import DistInfo
 from .stage_data import StageRequest, batch_options, data_list, stage_data
-from .trainer import TrainOptions, Trainer, TrainState
+from .trainer import Trainer, TrainState
 
 
 def _read_texts(dirs: list[Path]) -> list[tuple[str, str]]:
@@ -45,12 +46,13 @@ def _copy_dir_atomic(src: Path, dst: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     shutil.rmtree(tmp)
     shutil.copytree(src, tmp)
+    apply_umask(tmp)  # copytree copied best/'s mode (mkdtemp's 0700 in older runs): the umask's mode
     if dst.exists():
         ck.remove_checkpoint(dst)
     tmp.rename(dst)
 
 
-def run_stage0(cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions) -> TrainState:
+def run_stage0(recipe: Recipe, req: StageRequest, dist: DistInfo, opts: TrainOptions) -> TrainState:
     """Train the LM; rank 0 copies the best export to ``EXP/stage0/llm``."""
     from transformers import AutoModelForCausalLM
 
@@ -59,13 +61,13 @@ def run_stage0(cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions)
     from ..models.tokenizer import build_char_tokenizer
     from .sources import ListSource, ShardedBatches
 
-    init_cfg = get(cfg, "model.llm_init")
-    if not init_cfg:
+    init_cfg = recipe.model.llm_init
+    if init_cfg is None:
         raise XllmError("recipe: stage 0 trains a tiny LM and needs model.llm_init (sizes); "
                         "with a pretrained LLM (model.llm.path) skip stage 0")
-    data = stage_data(cfg, req)
-    train_items = _read_texts(data_list(cfg, data.get("train"), "stage0.data.train"))
-    dev_items = _read_texts(data_list(cfg, data.get("dev"), "stage0.data.dev"))
+    data = stage_data(recipe, req)
+    train_items = _read_texts(data_list(recipe, data.train))
+    dev_items = _read_texts(data_list(recipe, data.dev))
     if not train_items:
         raise XllmError("recipe: stage0.data.train has no text")
     tok = build_char_tokenizer([t for _, t in train_items] + [t for _, t in dev_items])
@@ -74,14 +76,14 @@ def run_stage0(cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions)
     llm.generation_config.pad_token_id = tok.pad_token_id
     llm.generation_config.eos_token_id = tok.eos_token_id
     llm.generation_config.bos_token_id = tok.bos_token_id
-    model = Stage0Objective(llm, tok, cfg.get("model") or {})
+    model = Stage0Objective(llm, tok, recipe.model)
 
     def collate(items):
         from ..data.batch import Batch
 
         return Batch(utt_ids=[u for u, _ in items], texts=[t for _, t in items])
 
-    bs = int(batch_options(cfg, 0).get("batch_size", 32))
+    bs = batch_options(recipe, 0).batch_size
     train = ShardedBatches(train_items, bs, collate, opts.seed, dist.rank, dist.world_size)
     source = ListSource(train, dev_items, collate, bs, 0, dist.rank, dist.world_size)
     sdir = ck.stage_dir(req.exp, 0)

@@ -1,7 +1,8 @@
-"""Reading one stage of a recipe: the request, the trainer options, the data directories.
+"""Reading one stage of a typed recipe: the request, the trainer options, the data directories.
 
 Shared by the generic stage runner (:mod:`xllm_cli.training.stages`) and the families'
-stage code, which is why it lives apart from both. Recipe keys (docs/config.md)::
+stage code, which is why it lives apart from both. The recipe is parsed once by
+:func:`xllm_cli.config.schema.parse_recipe` (docs/config.md); this module only reads it::
 
     data:
       dir: data                  # data directory names below are relative to this
@@ -22,12 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import deep_merge, get
+from ..config.schema import BatchConfig, Recipe, SplitData, TrainOptions
 from ..errors import XllmError
-from .trainer import TrainOptions
 
-# Keys of a ``stageN:`` section that are not trainer options.
-STAGE_KEYS = ("data", "batch", "train_modules", "modalities")
 STAGE2_MODALITIES = ("speech", "image", "video")
 
 
@@ -43,61 +41,48 @@ class StageRequest:
     max_steps: int | None = None
 
 
-def stage_section(cfg: dict, stage: int) -> dict:
-    """The recipe's ``stageN:`` mapping (an error names the missing section)."""
-    section = cfg.get(f"stage{stage}")
-    if section is None:
-        raise XllmError(f"recipe: no stage{stage}: section (needed for xllm train --stage {stage})")
-    if not isinstance(section, dict):
-        raise XllmError(f"recipe: stage{stage}: must be a mapping of options")
-    return section
+def stage_seed(recipe: Recipe, stage: int) -> int:
+    """``stageN.seed``, else the recipe's top-level ``seed``."""
+    seed = recipe.stage(stage).seed
+    return recipe.seed if seed is None else seed
 
 
-def train_options(cfg: dict, req: StageRequest) -> TrainOptions:
+def train_options(recipe: Recipe, req: StageRequest) -> TrainOptions:
     """Trainer options of the stage; ``--seed``/``--max-steps`` win over the recipe."""
-    section = {k: v for k, v in stage_section(cfg, req.stage).items() if k not in STAGE_KEYS}
-    section.setdefault("seed", cfg.get("seed", 0))
-    if req.seed is not None:
-        section["seed"] = req.seed
+    opts = recipe.stage(req.stage).train_options()
+    opts.seed = req.seed if req.seed is not None else stage_seed(recipe, req.stage)
     if req.max_steps is not None:
-        section["max_steps"] = req.max_steps
-    return TrainOptions.from_dict(section, f"recipe: stage{req.stage}")
+        opts.max_steps = req.max_steps
+    return opts
 
 
-def data_path(cfg: dict, name: str) -> Path:
+def data_path(recipe: Recipe, name: str) -> Path:
     """A data directory named in a stage section: relative names start at ``data.dir``."""
     p = Path(name)
     if p.is_absolute():
         return p
-    base = get(cfg, "data.dir")
+    base = recipe.data.dir
     return Path(base) / p if base else p
 
 
-def data_list(cfg: dict, value, what: str) -> list[Path]:
-    """One name or a list of names (``what`` is the recipe key, for errors) as paths."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise XllmError(f"recipe: {what}: expected a data directory name or a list of them")
-    return [data_path(cfg, v) for v in value]
+def data_list(recipe: Recipe, names: list[str] | None) -> list[Path]:
+    """Data directory names (as the schema parsed them) as paths."""
+    return [data_path(recipe, v) for v in names or []]
 
 
-def stage_data(cfg: dict, req: StageRequest) -> dict:
-    """The stage's ``data:`` section, with stage 2's per-modality part merged in."""
-    data = dict(stage_section(cfg, req.stage).get("data") or {})
+def stage_data(recipe: Recipe, req: StageRequest) -> SplitData:
+    """The stage's train/dev names; stage 2 reads its ``--modality`` part, else the stage's own lists."""
+    data = recipe.stage(req.stage).data
     if req.stage == 2:
-        per_mod = data.pop(req.modality, None)
-        for m in STAGE2_MODALITIES:
-            data.pop(m, None)
-        if per_mod:
-            data.update(per_mod)
-        elif req.modality != "speech":
+        per_mod = getattr(data, req.modality)
+        if per_mod is not None:
+            return per_mod
+        if req.modality != "speech":
             raise XllmError(f"recipe: stage2.data.{req.modality}: no data for --modality {req.modality}")
-    return data
+    return SplitData(train=list(data.train), dev=list(data.dev))
 
 
-def batch_options(cfg: dict, stage: int) -> dict:
+def batch_options(recipe: Recipe, stage: int) -> BatchConfig:
     """``data.batch`` with the stage's ``batch:`` overrides merged in."""
-    return deep_merge(get(cfg, "data.batch", {}) or {}, stage_section(cfg, stage).get("batch") or {})
+    return recipe.batch(stage)
+

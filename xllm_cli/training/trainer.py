@@ -2,13 +2,15 @@
 
 It knows nothing about speech: it takes a model whose ``forward(batch, stage)``
 returns an object with ``.loss`` (scalar tensor) and ``.logs`` (dict of floats), a
-:class:`DataSource` that yields batches by (epoch, position), and
-:class:`TrainOptions` read from the recipe's ``stageN:`` section. It does AdamW
-with warmup + cosine/Noam decay, gradient accumulation and clipping, bf16
+:class:`DataSource` that yields batches by (epoch, position), and the stage's
+:class:`~xllm_cli.config.schema.TrainOptions` (typed and checked by the schema). It does
+AdamW with warmup + cosine/Noam decay, gradient accumulation and clipping, bf16
 autocast on GPU, DDP, periodic validation (loss and, given a decoder, greedy
 CER), N-best checkpoint keeping, and exact resume: model, optimizer, schedule,
 data position and RNG states are all in a checkpoint, so a run killed at any
 moment and resumed ends with the same weights as one that was never stopped.
+Checkpoint files and the resume state live in :mod:`.checkpoint`; the loop itself
+(about 450 lines) stays in one class because its parts share the step state.
 """
 
 from __future__ import annotations
@@ -19,70 +21,22 @@ import shutil
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 import torch
 
+from ..config.schema import TrainOptions
 from ..console import log, progress_bar
 from ..errors import XllmError
+from ..fsutil import apply_umask
 from . import checkpoint as ck
+from .checkpoint import TrainState
 from .distributed import DistInfo, all_ranks_true, all_reduce_sum, barrier, gather_objects
 from .schedule import Schedule
 
 # Test hook: exit abruptly (no cleanup, like a kill) right after this optimizer step.
 EXIT_AFTER_STEP_ENV = "XLLM_TEST_EXIT_AFTER_STEP"
-
-
-@dataclass
-class TrainOptions:
-    """Options of one training stage (the recipe's ``stageN:`` section)."""
-
-    epochs: int = 1
-    max_steps: int | None = None  # stop after this many optimizer updates (also caps the schedule)
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    scheduler: str = "cosine"  # cosine | noam | linear | constant
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 5.0  # max global grad norm; 0 = off
-    accum_grad: int = 1
-    amp: str = "auto"  # auto (bf16 on CUDA, none on CPU) | bf16 | none
-    grad_checkpointing: bool = False
-    log_interval: int = 10  # optimizer steps between log lines / TensorBoard points
-    valid_interval: int = 0  # optimizer steps between validations; 0 = at the end of each epoch
-    keep_best: int = 3  # checkpoints kept by validation score (for xllm average)
-    keep_last: int = 1  # most recent checkpoints kept besides the best (for resume)
-    metric: str = "loss"  # loss | cer: what picks the best checkpoints
-    cer_utts: int = 0  # dev utterances decoded greedily at each validation (0 = no CER)
-    find_unused_parameters: bool = True  # DDP: some batches touch only part of the model
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, section: dict, source: str = "recipe") -> "TrainOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(k for k in section if k not in known)
-        if unknown:
-            raise XllmError(f"{source}.{unknown[0]}: unknown training option (known: {', '.join(sorted(known))})")
-        opts = cls(**section)
-        opts.betas = tuple(float(b) for b in opts.betas)  # type: ignore[assignment]
-        for name in ("lr", "weight_decay", "eps", "min_lr_ratio", "grad_clip"):
-            try:
-                setattr(opts, name, float(getattr(opts, name)))
-            except (TypeError, ValueError):
-                raise XllmError(f"{source}.{name}: expected a number, got {getattr(opts, name)!r}") from None
-        if opts.metric not in ("loss", "cer"):
-            raise XllmError(f"{source}.metric: choose loss or cer, not {opts.metric!r}")
-        if opts.metric == "cer" and opts.cer_utts <= 0:
-            raise XllmError(f"{source}.metric: cer needs cer_utts > 0 (dev utterances to decode)")
-        if opts.amp not in ("auto", "bf16", "none"):
-            raise XllmError(f"{source}.amp: choose auto, bf16 or none, not {opts.amp!r} (fp16 is not supported; use bf16)")
-        if int(opts.accum_grad) < 1:
-            raise XllmError(f"{source}.accum_grad: must be >= 1")
-        return opts
 
 
 class DataSource(Protocol):
@@ -119,34 +73,19 @@ def char_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
     return totals.errors, totals.n
 
 
-@dataclass
-class TrainState:
-    """Everything besides tensors that resuming needs (saved as JSON)."""
-
-    step: int = 0  # optimizer updates done
-    epoch: int = 0  # current epoch
-    batch: int = 0  # batches of `epoch` already trained (data position)
-    score: float | None = None  # validation score at this step (lower is better)
-    valid: dict = field(default_factory=dict)
-    best: list = field(default_factory=list)  # [[score, step], ...] best first
-    total_steps: int = 0
-    scheduler: dict = field(default_factory=dict)
-    elapsed: float = 0.0
-
-
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> bool:
     """Ask the model (or its LLM) to recompute activations in backward; True when it could."""
+    from ..models.llm import enable_checkpointing
+
     for target in (model, getattr(model, "llm", None)):
-        fn = getattr(target, "gradient_checkpointing_enable", None)
-        if fn is not None:
-            try:
-                fn(gradient_checkpointing_kwargs={"use_reentrant": False})
-            except TypeError:
-                fn()
+        if target is not None and (hasattr(target, "activation_checkpointing_enable")
+                                   or hasattr(target, "gradient_checkpointing_enable")):
+            enable_checkpointing(target)
+            model.train(model.training)  # re-applies XLLM's frozen-layer flags
             return True
     return False
 
@@ -218,10 +157,10 @@ class Trainer:
             if not o.max_steps:
                 log.warning("unknown batches per epoch and no max_steps: the schedule decays over 10000 steps")
                 return 10000
-            return int(o.max_steps)
+            return o.max_steps
         per_epoch = all_reduce_sum([float(per_epoch)], self.dist)[0] / self.dist.world_size
-        total = int(o.epochs) * max(math.ceil(per_epoch / int(o.accum_grad)), 1)
-        return min(total, int(o.max_steps)) if o.max_steps else total
+        total = o.epochs * max(math.ceil(per_epoch / o.accum_grad), 1)
+        return min(total, o.max_steps) if o.max_steps else total
 
     def _schedule(self) -> Schedule:
         o = self.opts
@@ -229,14 +168,14 @@ class Trainer:
 
     def _finished(self) -> bool:
         s, o = self.state, self.opts
-        return s.epoch >= int(o.epochs) or (bool(o.max_steps) and s.step >= int(o.max_steps))
+        return s.epoch >= o.epochs or (bool(o.max_steps) and s.step >= o.max_steps)
 
     def _seed_fresh(self) -> None:
         import random
 
         import numpy as np
 
-        seed = int(self.opts.seed) + self.dist.rank
+        seed = self.opts.seed + self.dist.rank
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
@@ -257,8 +196,7 @@ class Trainer:
             self.optimizer.load_state_dict(optim_state)
         except (ValueError, KeyError) as e:
             raise XllmError(f"{ckpt / ck.OPTIM_FILE}: optimizer state does not fit this model ({e})") from None
-        known = {f.name for f in fields(TrainState)}
-        self.state = TrainState(**{k: v for k, v in tstate.items() if k in known})
+        self.state = ck.train_state(tstate)
         if rng is not None:
             ck.restore_rng(rng)
         else:
@@ -328,6 +266,7 @@ class Trainer:
         tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=self.sdir))
         try:
             self.export_fn(self.model, tmp)
+            apply_umask(tmp)  # mkdtemp made it 0700
             if best.exists():
                 ck.remove_checkpoint(best)
             tmp.rename(best)
@@ -336,9 +275,9 @@ class Trainer:
             raise
 
     def _prune(self) -> None:
-        keep = {b[1] for b in self.state.best[: max(int(self.opts.keep_best), 0)]}
+        keep = {b[1] for b in self.state.best[: max(self.opts.keep_best, 0)]}
         ckpts = ck.list_checkpoints(self.sdir)
-        keep |= {int(p.name[5:]) for p in ckpts[-max(int(self.opts.keep_last), 1):]}
+        keep |= {int(p.name[5:]) for p in ckpts[-max(self.opts.keep_last, 1):]}
         for p in ckpts:
             if int(p.name[5:]) not in keep:
                 ck.remove_checkpoint(p)
@@ -417,7 +356,7 @@ class Trainer:
             log.info("stage %d: %s trainable of %s parameters, %d steps planned, device %s x%d", self.stage,
                      f"{ntrain:,}", f"{nall:,}", self.state.total_steps, self.device, self.dist.world_size)
         exit_after = int(os.environ.get(EXIT_AFTER_STEP_ENV, "0") or 0)
-        accum = int(o.accum_grad)
+        accum = o.accum_grad
         self.ddp.train()
         t_start = time.time() - self.state.elapsed
         window = {"loss": 0.0, "n": 0, "utts": 0, "t": time.time(), "logs": {}}
@@ -462,10 +401,10 @@ class Trainer:
                         progress.update(task, completed=step,
                                         description=f"stage {self.stage} ep {epoch + 1} loss "
                                         f"{window['loss'] / window['n']:.3f} lr {lr:.2e} {rate:.1f} utt/s")
-                    if step % max(int(o.log_interval), 1) == 0 or step == 1:
+                    if step % max(o.log_interval, 1) == 0 or step == 1:
                         self._log_window(window, lr, norm, epoch)
                     end_of_epoch = is_last and not o.valid_interval
-                    if (o.valid_interval and step % int(o.valid_interval) == 0) or end_of_epoch:
+                    if (o.valid_interval and step % o.valid_interval == 0) or end_of_epoch:
                         self._validate_and_save()
                         validated_at = step
                         self.ddp.train()

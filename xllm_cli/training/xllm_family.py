@@ -20,12 +20,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import replace
+
+from ..config.schema import ModelConfig, Recipe, TrainOptions
 from ..errors import XllmError
 from . import checkpoint as ck
 from .distributed import DistInfo
 from .family import ModelFamily, register_family
 from .stage_data import STAGE2_MODALITIES, StageRequest
-from .trainer import DecodeFn, TrainOptions, TrainState
+from .trainer import DecodeFn, TrainState
 
 ALL_MODALITIES = ("speech", "image", "video")
 
@@ -51,18 +54,17 @@ class XLLMFamily(ModelFamily):
     def train_groups(self, model, stage: int, modalities: set[str]) -> list[str]:
         """The module groups a stage trains by default (everything else stays frozen)."""
         mods: list[str] = []
-        sp = model.cfg.get("speech_encoder") or {}
-        vc = model.cfg.get("vision_encoder") or {}
+        sp, vc = model.cfg.speech_encoder, model.cfg.vision_encoder
         if stage == 0:
             return ["llm"]
         if stage == 1:
             if "speech" in modalities and model.cformer is not None:
                 mods += ["cformer", "cformer_head"]
-                if not model.speech_encoder.pretrained or sp.get("finetune"):
+                if not model.speech_encoder.pretrained or sp.finetune:
                     mods.append("speech_encoder")
             if modalities & {"image", "video"} and model.qformer is not None:
                 mods += ["qformer", "itc"]
-                if not model.vision_encoder.pretrained or vc.get("finetune"):
+                if not model.vision_encoder.pretrained or vc.finetune:
                     mods.append("vision_encoder")
             return mods
         if stage == 2:
@@ -89,13 +91,17 @@ class XLLMFamily(ModelFamily):
         groups = self.train_groups(model, stage, modalities) if train_modules is None else train_modules
         model.set_stage(stage, modalities, groups)
 
-    def resolve_model_config(self, cfg: dict, exp: Path) -> dict:
-        """The model section with ``llm.path: null`` pointing at the stage-0 LM of this experiment."""
-        model_cfg = dict(cfg.get("model") or {})
-        llm = dict(model_cfg.get("llm") or {})
-        if not llm.get("path"):
-            llm["path"] = str(ck.stage_model_dir(exp, 0).resolve())
-            model_cfg["llm"] = llm
+    def resolve_model_config(self, recipe: Recipe, exp: Path) -> ModelConfig:
+        """The model section with ``llm.path: null`` pointing at the stage-0 LM of this experiment.
+
+        The path is absolute so that the model loads from any working directory; every
+        config.yaml that records it goes through :mod:`xllm_cli.config.saved` with ``exp``,
+        which stores it relative (``../../stage0/llm``): a moved experiment keeps working.
+        """
+        model_cfg = recipe.model
+        if not model_cfg.llm.path:
+            llm = replace(model_cfg.llm, path=str(ck.stage_model_dir(exp, 0).resolve()))
+            model_cfg = replace(model_cfg, llm=llm)
         return model_cfg
 
     def init_model_dir(self, exp: Path, stage: int, modality: str) -> Path | None:
@@ -117,7 +123,7 @@ class XLLMFamily(ModelFamily):
         return ck.stage_model_dir(exp, 2)
 
     # ------------------------------------------------------------------ building, saving
-    def build_model(self, model_cfg: dict, init: Path | None):
+    def build_model(self, model_cfg: ModelConfig, init: Path | None):
         """A fresh model (pretrained parts from their paths), or the previous stage's in ``init``.
 
         Building from the recipe (not from ``init/config.yaml``) keeps options that only take
@@ -133,21 +139,23 @@ class XLLMFamily(ModelFamily):
         model.keep_saved_pretrained(weights)  # e.g. a fine-tuned encoder stays in the saved models
         return model
 
-    def save_model(self, model, model_cfg: dict, out_dir: Path) -> None:
+    def save_model(self, model, model_cfg: ModelConfig, out_dir: Path, exp: Path | None = None) -> None:
         from ..models.saved_model import save_model
 
-        save_model(model, model_cfg, out_dir)
+        save_model(model, model_cfg, out_dir, exp)
 
     def load_model(self, model_dir: Path):
         from ..models.saved_model import load_model
 
         return load_model(model_dir)
 
-    def decode_fn(self, cfg: dict, stage: int) -> DecodeFn:
+    def decode_fn(self, recipe: Recipe, stage: int) -> DecodeFn:
         """Validation decoding: the C-Former's NAR output in stage 1, greedy LLM generation after."""
         if stage == 1:
             return lambda model, batch: model.nar_decode(batch)
-        max_new_tokens = (cfg.get("model") or {}).get("max_new_tokens")
+        # The recipe's bound (every shipped recipe sets it; absent, the schema's default applies now
+        # where older code fell back on the per-utterance bound from the fired speech tokens).
+        max_new_tokens = recipe.model.max_new_tokens
 
         def generate(model, batch):
             nbest = model.generate(batch, max_new_tokens=max_new_tokens, num_beams=1)
@@ -156,14 +164,14 @@ class XLLMFamily(ModelFamily):
         return generate
 
     # ------------------------------------------------------------------ running
-    def run_stage(self, cfg: dict, req: StageRequest, dist: DistInfo, opts: TrainOptions) -> TrainState:
+    def run_stage(self, recipe: Recipe, req: StageRequest, dist: DistInfo, opts: TrainOptions) -> TrainState:
         if req.stage == 0:
             from .lm_stage import run_stage0
 
-            return run_stage0(cfg, req, dist, opts)
+            return run_stage0(recipe, req, dist, opts)
         from .xllm_stages import run_xllm_stage
 
-        return run_xllm_stage(self, cfg, req, dist, opts)
+        return run_xllm_stage(self, recipe, req, dist, opts)
 
 
 XLLM_FAMILY = XLLMFamily()
