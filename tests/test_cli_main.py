@@ -71,8 +71,9 @@ def _train_args():
 
 
 @pytest.mark.parametrize("child_code, status", [(1, 1), (-2, 130), (-9, 137)])
-def test_failed_torchrun_launch_exits_non_zero(monkeypatch, capsys, child_code, status):
+def test_failed_torchrun_launch_exits_non_zero(monkeypatch, capsys, tmp_path, child_code, status):
     """``xllm train --ngpu 2`` whose torchrun fails (or is interrupted) used to exit 0."""
+    monkeypatch.chdir(tmp_path)  # the launcher locks exp/stage1 in the working directory
     import xllm_cli.config as config
     import xllm_cli.training.distributed as distributed
 
@@ -84,8 +85,9 @@ def test_failed_torchrun_launch_exits_non_zero(monkeypatch, capsys, child_code, 
     assert exit_info.value.code == status
 
 
-def test_ctrl_c_in_a_command_exits_130(monkeypatch, capsys):
+def test_ctrl_c_in_a_command_exits_130(monkeypatch, capsys, tmp_path):
     """Typer turns a KeyboardInterrupt into a *returned* 130 when not standalone: it was dropped."""
+    monkeypatch.chdir(tmp_path)
     import xllm_cli.config as config
 
     def interrupted(path, overrides):

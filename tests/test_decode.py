@@ -328,14 +328,16 @@ def test_whisper_baseline_writes_the_same_decode_dir(tmp_path):
     exp = tmp_path / "exp"
     exp.mkdir()
     summary = run_decode(DecodeOptions(exp=exp, data=data, whisper=whisper, batch_size=2, wer=True,
-                                             max_new_tokens=20))
-    out = exp / "decode_test_whisper"
+                                             max_new_tokens=20, language="en"))
+    out = exp / "decode_test_whisper_beam1_en"
     assert summary.decode_dir == out
     for name in ("hyp", "ref", "hyp.trn", "ref.trn", "per_utt", "result.txt", "decode.log"):
         assert (out / name).is_file(), name
     hyp = R.read_hyp(out / "hyp")
     assert set(hyp) == {"a-1", "a-2", "a-3"} and all(set(t) <= {"a", " "} and t for t in hyp.values())
     assert RESULT_LINE.match(summary.result_lines[0]).group(1) == "WER"
+    assert (out / "result.txt").read_text(encoding="utf-8").splitlines()[-1] == (
+        "Normalisation: unit auto, case folded, punctuation removed")
 
 
 @pytest.mark.gpu
@@ -381,7 +383,7 @@ def test_the_systems_registry_selects_by_mode_and_by_whisper(tmp_path):
     with pytest.raises(XllmError, match="--mode must be one of llm, nar"):
         DecodeOptions(exp=tmp_path, data=tmp_path, mode="whisper").validate()
     opts = DecodeOptions(exp=tmp_path, data=tmp_path / "data" / "dev", whisper=tmp_path / "w", use_image=False)
-    assert job.resolve_stage(opts) is None and job.decode_dir_for(opts, None) == tmp_path / "decode_dev_whisper"
+    assert job.resolve_stage(opts) is None and job.decode_dir_for(opts, None) == tmp_path / "decode_dev_whisper_beam1"
 
 
 def test_score_unit_counts_cjk_as_scoring_does():

@@ -37,19 +37,25 @@ def test_conformer_lengths_and_padding_invariance(factor):
     torch.testing.assert_close(out[1, :n], alone[0, :n], atol=1e-5, rtol=1e-5)
 
 
-def test_whisper_wrapper_pads_and_trims(tmp_path):
+def _tiny_whisper(out_dir, layers: int = 1):
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     torch.manual_seed(0)
     cfg = WhisperConfig(
-        d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        d_model=16, encoder_layers=layers, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
         encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80, max_source_positions=1500,
         max_target_positions=32, vocab_size=100, pad_token_id=1, bos_token_id=2, eos_token_id=3,
         decoder_start_token_id=2, suppress_tokens=None, begin_suppress_tokens=None,
     )
     full = WhisperForConditionalGeneration(cfg).eval()
-    full.save_pretrained(str(tmp_path / "whisper"))
-    enc = build_speech_encoder({"type": "whisper", "path": str(tmp_path / "whisper")}).eval()
+    full.save_pretrained(str(out_dir))
+    return full
+
+
+def test_whisper_wrapper_pads_and_trims(tmp_path):
+    full = _tiny_whisper(tmp_path / "whisper")
+    enc = build_speech_encoder({"type": "whisper", "path": str(tmp_path / "whisper"),
+                                "whisper_pad_to_30s": True}).eval()
     assert enc.pretrained and enc.output_dim == 16
     # weights really come from the checkpoint's encoder
     torch.testing.assert_close(enc.encoder.conv1.weight, full.model.encoder.conv1.weight)
@@ -67,6 +73,36 @@ def test_whisper_wrapper_pads_and_trims(tmp_path):
     torch.testing.assert_close(out[0], ref[0, :151], atol=1e-4, rtol=1e-4)
     with pytest.raises(XllmError):
         enc(torch.randn(1, 3001, 80), torch.tensor([3001]))
+
+
+def test_whisper_real_length_is_the_default_and_never_pads_to_3000(tmp_path):
+    """Default: Whisper runs on the real length with sliced positions (no 3000-frame padding)."""
+    full = _tiny_whisper(tmp_path / "whisper", layers=2)
+    enc = build_speech_encoder({"type": "whisper", "path": str(tmp_path / "whisper")}).eval()
+    padded = build_speech_encoder({"type": "whisper", "path": str(tmp_path / "whisper"),
+                                   "whisper_pad_to_30s": True}).eval()
+    conv_frames = []
+    enc.encoder.conv1.register_forward_pre_hook(lambda m, a: conv_frames.append(a[0].shape[-1]))
+    feats, lens = torch.randn(2, 301, 80), torch.tensor([301, 120])
+    with torch.no_grad():
+        out, out_lens = enc(feats, lens)
+        ref, ref_lens = padded(feats, lens)
+        alone, _ = enc(feats[1:, :120], lens[1:])
+    assert conv_frames and max(conv_frames) == 301  # the batch's length, never the 30 s window
+    assert out_lens.tolist() == ref_lens.tolist() == [151, 60]
+    assert out.shape == ref.shape == (2, 151, 16)
+    # the real-length forward is Whisper's own layers with positions 0..T'-1
+    x = torch.nn.functional.gelu(full.model.encoder.conv1(feats[:1].transpose(1, 2)))
+    x = torch.nn.functional.gelu(full.model.encoder.conv2(x)).transpose(1, 2)
+    x = x + full.model.encoder.embed_positions.weight[:151]
+    with torch.no_grad():
+        for layer in full.model.encoder.layers:
+            x = layer(x, None)
+            x = x[0] if isinstance(x, tuple) else x
+        x = full.model.encoder.layer_norm(x)
+    torch.testing.assert_close(out[0], x[0], atol=1e-4, rtol=1e-4)
+    # padding in a batch does not reach the short utterance (zeroed before the convs, masked in attention)
+    torch.testing.assert_close(out[1, :60], alone[0, :60], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["hubert", "wav2vec2"])

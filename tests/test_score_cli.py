@@ -49,12 +49,51 @@ def test_score_prints_kaldi_lines_and_writes_files(tmp_path):
 def test_score_options_change_counts(tmp_path):
     ref = _write(tmp_path / "ref", {"a-1": "Hello, World"})
     hyp = _write(tmp_path / "hyp", {"a-1": "hello world!"})
-    res = runner.invoke(app, ["score", str(ref), str(hyp), "--unit", "word"])
+    res = runner.invoke(app, ["score", str(ref), str(hyp), "--unit", "word", "--keep-case"])
     assert res.stdout.startswith("%WER 100.00 [ 2 / 2, 0 ins, 0 del, 2 sub ]")
-    res = runner.invoke(app, ["score", str(ref), str(hyp), "--unit", "word", "--lower"])
+    res = runner.invoke(app, ["score", str(ref), str(hyp), "--unit", "word"])  # case folded by default
     assert res.stdout.startswith("%WER 0.00 [ 0 / 2, 0 ins, 0 del, 0 sub ]")
     res = runner.invoke(app, ["score", str(ref), str(hyp), "--unit", "word", "--lower", "--keep-punct"])
     assert res.stdout.startswith("%WER 100.00 [ 2 / 2, 0 ins, 0 del, 2 sub ]")
+
+
+def test_score_defaults_are_decode_s_auto_unit_case_folded(tmp_path):
+    """English is scored as WER by default (was: %CER, no WER line), case-folded and without punctuation,
+    through the same options and rule as xllm decode; result.txt names the normalisation."""
+    ref = _write(tmp_path / "ref", {"a-1": "The cat sat on the mat", "a-2": "Hello world"})
+    hyp = _write(tmp_path / "hyp", {"a-1": "the cat sat on a mat.", "a-2": "hello, World!"})
+    out = tmp_path / "dir"
+    res = runner.invoke(app, ["score", str(ref), str(hyp), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("%WER 12.50 [ 1 / 8, 0 ins, 0 del, 1 sub ]")
+    assert (out / "result.txt").read_text().splitlines()[-1] == (
+        "Normalisation: unit auto, case folded, punctuation removed")
+    res = runner.invoke(app, ["score", str(ref), str(hyp), "--keep-case", "--keep-punct", "--out", str(out)])
+    assert res.stdout.startswith("%WER 62.50 [ 5 / 8,")  # The/the, a, mat./mat, hello,/Hello, World!/world
+    assert (out / "result.txt").read_text().splitlines()[-1] == "Normalisation: unit auto, case kept, punctuation kept"
+    chinese = _write(tmp_path / "zh", {"a-1": "今天天气很好"})
+    res = runner.invoke(app, ["score", str(chinese), str(_write(tmp_path / "zh_hyp", {"a-1": "今天天汽很好"}))])
+    assert res.stdout.startswith("%CER 16.67 [ 1 / 6,")  # Chinese: CER, as decode
+
+
+def test_decode_takes_score_s_options_with_the_same_defaults():
+    """One definition: decode's scoring options are score's (same names, same defaults)."""
+    import inspect
+
+    from xllm_cli.commands.decode import decode
+    from xllm_cli.commands.score import score_cmd
+    from xllm_cli.decoding.options import DecodeOptions
+    from xllm_cli.scoring.normalize import scoring_defaults
+
+    def options(name):
+        function = {"score": score_cmd, "decode": decode}[name]
+        return {k: (v.default.default, v.default.param_decls) for k, v in inspect.signature(function).parameters.items()
+                if hasattr(v.default, "param_decls")}
+
+    shared = ("unit", "remove_punct", "nfkc", "lower", "keep_spaces")
+    assert {k: options("score")[k] for k in shared} == {k: options("decode")[k] for k in shared}
+    assert options("decode")["unit"][0] == "auto" and options("decode")["lower"][0] is True
+    assert DecodeOptions(exp=None, data=None).normalize == scoring_defaults()
 
 
 def test_score_rejects_bad_unit(tmp_path):

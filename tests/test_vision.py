@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,80 @@ def test_itc_loss_prefers_matching_pairs():
     # duplicates of one text are positives of each other: two identical pairs give a lower loss bound
     dup = itc.loss(q.detach(), [[1, 2], [1, 2], [5]], ["a", "a", "c"])
     assert torch.isfinite(dup)
+
+
+def _tiny_blip2_model(path: Path, num_queries: int = 4):
+    """A whole random BLIP-2 (ViT + Q-Former + OPT) saved as transformers saves real ones."""
+    from transformers import Blip2Config, Blip2Model
+
+    cfg = Blip2Config(
+        vision_config={"hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+        qformer_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
+                        "intermediate_size": 64, "cross_attention_frequency": 1, "encoder_hidden_size": 48},
+        text_config={"model_type": "opt", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "ffn_dim": 32, "vocab_size": 50, "word_embed_proj_dim": 16},
+        num_query_tokens=num_queries,
+    )
+    torch.manual_seed(7)
+    model = Blip2Model(cfg).eval()
+    model.save_pretrained(str(path))
+    return model
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_blip2_checkpoint_as_vision_encoder_brings_its_qformer(tmp_path):
+    """vision_encoder.path = a BLIP-2 dir: its ViT + Q-Former + queries load, the override is reported."""
+    blip2 = _tiny_blip2_model(tmp_path / "blip2", num_queries=4)
+    records = _Records()
+    logging.getLogger("xllm").addHandler(records)
+    try:
+        enc = VisionEncoder(vision_cfg({"path": str(tmp_path / "blip2")}))
+        q = QFormerInterface(enc.output_dim, qformer_cfg({"num_queries": 8, "hidden_size": 64}),
+                             vision_blip2_dir=enc.blip2_dir)
+    finally:
+        logging.getLogger("xllm").removeHandler(records)
+    assert type(enc.model).__name__ == "Blip2VisionModel" and enc.output_dim == 48 and enc.image_size == 32
+    torch.testing.assert_close(enc.model.embeddings.patch_embedding.weight,
+                               blip2.vision_model.embeddings.patch_embedding.weight)
+    assert q.num_queries == 4 and q.hidden_size == 32 and isinstance(q.vision_proj, torch.nn.Identity)
+    torch.testing.assert_close(q.query_tokens.data, blip2.query_tokens.data)
+    sd = q.qformer.state_dict()
+    for k, v in blip2.qformer.state_dict().items():
+        torch.testing.assert_close(sd[k], v)
+    text = "\n".join(records.messages)
+    assert "qformer.num_queries: 8 in the config, 4 in the BLIP-2 checkpoint" in text
+    assert "qformer.hidden_size: 64" in text
+    assert "trained on BLIP-2's own ViT" not in text  # its own ViT: nothing to warn about
+    pixels = torch.randn(2, 3, 32, 32)
+    enc.eval(), q.eval()
+    with torch.no_grad():
+        out = q.image(enc(pixels))
+    assert out.shape == (2, 4, 32)
+    # the same queries output as BLIP-2's own forward (ViT last hidden state -> Q-Former)
+    with torch.no_grad():
+        vis = blip2.vision_model(pixel_values=pixels).last_hidden_state
+        own = blip2.qformer(query_embeds=blip2.query_tokens.expand(2, -1, -1), encoder_hidden_states=vis)
+    torch.testing.assert_close(out, own.last_hidden_state, atol=1e-5, rtol=1e-5)
+
+
+def test_blip2_qformer_on_another_vision_encoder_is_warned(tmp_path):
+    _fake_blip2(tmp_path / "blip2", vision_hidden=40, num_queries=6)
+    records = _Records()
+    logging.getLogger("xllm").addHandler(records)
+    try:
+        QFormerInterface(48, qformer_cfg({"blip2_path": str(tmp_path / "blip2"), "num_queries": 6,
+                                          "hidden_size": 32, "num_layers": 2, "num_heads": 4,
+                                          "intermediate_size": 64}))
+    finally:
+        logging.getLogger("xllm").removeHandler(records)
+    text = "\n".join(records.messages)
+    assert "new random 48->40 projection" in text and "num_queries" not in text

@@ -11,13 +11,14 @@ from typer.testing import CliRunner
 from xllm_cli.main import app
 
 runner = CliRunner()
-SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|zh|>", "<|translate|>", "<|transcribe|>",
+SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|zh|>", "<|de|>", "<|translate|>", "<|transcribe|>",
             "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
 
 
-def build_tiny_whisper(out, favour_char: str | None = None):
+def build_tiny_whisper(out, favour_char: str | None = None, favour_token: str | None = None):
     """Random Whisper + byte-level tokenizer with Whisper's special tokens (same id layout:
-    256 bytes, then <|endoftext|>, ...). ``favour_char`` biases the decoder to emit that byte."""
+    256 bytes, then <|endoftext|>, ...). ``favour_char`` biases the decoder to emit that byte,
+    ``favour_token`` that special token (``<|de|>``: language detection finds German)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import (PreTrainedTokenizerFast, WhisperConfig, WhisperFeatureExtractor,
@@ -44,8 +45,8 @@ def build_tiny_whisper(out, favour_char: str | None = None):
                         begin_suppress_tokens=[eot])
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(cfg)
-    if favour_char is not None:  # constant decoder output pointing at one token's embedding
-        target = vocab[b2u[ord(favour_char)]]
+    if favour_char is not None or favour_token is not None:  # constant decoder output pointing at one token
+        target = vocab[favour_token] if favour_token else vocab[b2u[ord(favour_char)]]
         with torch.no_grad():
             e = model.model.decoder.embed_tokens.weight[target].clone()
             model.model.decoder.layer_norm.weight.zero_()
@@ -73,12 +74,14 @@ def test_random_whisper_transcribes_to_strings(whisper_dirs):
 
     random_ct2, _ = whisper_dirs
     w = WhisperCT2(random_ct2, language="zh", max_length=16)
-    assert w.prompt == ["<|startoftranscript|>", "<|zh|>", "<|transcribe|>", "<|notimestamps|>"]
+    assert [w.tokens[i] for i in w.prompt("zh")] == ["<|startoftranscript|>", "<|zh|>", "<|transcribe|>",
+                                                     "<|notimestamps|>"]
     rng = np.random.RandomState(0)
     waves = [0.1 * rng.randn(16000).astype(np.float32), np.zeros(4000, np.float32), 0.1 * rng.randn(8000)]
     texts = w.transcribe(waves, batch_size=2)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
-    assert WhisperCT2(random_ct2, language="en", max_length=16).prompt[1] == "<|en|>"
+    assert [w.tokens[i] for i in WhisperCT2(random_ct2, task="translate").prompt("en")][1:3] == [
+        "<|en|>", "<|translate|>"]
 
 
 def test_decoded_text_comes_from_generated_ids(whisper_dirs, tmp_path):
@@ -95,7 +98,7 @@ def test_decoded_text_comes_from_generated_ids(whisper_dirs, tmp_path):
 
 
 def test_errors_are_one_line(whisper_dirs, tmp_path):
-    from xllm_cli.decoding.whisper_ct2 import WhisperCT2
+    from xllm_cli.decoding.whisper_ct2 import WhisperCT2, parse_temperatures
     from xllm_cli.errors import XllmError
 
     random_ct2, _ = whisper_dirs
@@ -103,3 +106,88 @@ def test_errors_are_one_line(whisper_dirs, tmp_path):
         WhisperCT2(random_ct2, language="xx")
     with pytest.raises(XllmError, match="no model.bin"):
         WhisperCT2(tmp_path)
+    with pytest.raises(XllmError, match="--task must be"):
+        WhisperCT2(random_ct2, task="summarise")
+    with pytest.raises(XllmError, match="--temperature"):
+        parse_temperatures("0,hot")
+    assert parse_temperatures("0,0.5") == (0.0, 0.5) and parse_temperatures(None)[0] == 0.0
+
+
+def test_log_mel_is_whisper_s_without_torch():
+    """Our numpy features equal transformers' WhisperFeatureExtractor (float64 reference) to 1e-4."""
+    from transformers import WhisperFeatureExtractor
+
+    from xllm_cli.decoding.whisper_features import N_FRAMES, log_mel
+
+    rng = np.random.RandomState(1)
+    for seconds in (0.5, 7.0, 30.0, 31.0):
+        wave = (0.1 * rng.randn(int(16000 * seconds))).astype(np.float32)
+        ref = WhisperFeatureExtractor(feature_size=80)([wave[:480000]], sampling_rate=16000,
+                                                        return_tensors="np").input_features[0]
+        ours = log_mel(wave)
+        assert ours.shape == (80, N_FRAMES) and ours.dtype == np.float32
+        assert np.abs(ours - ref).max() < 1e-4, seconds
+
+
+def test_language_is_detected_when_not_given(whisper_dirs, monkeypatch):
+    """No --language: the model's detection picks each window's language token (was: always <|zh|>)."""
+    from xllm_cli.decoding.whisper_ct2 import WhisperCT2
+    from xllm_cli.errors import XllmError
+
+    random_ct2, _ = whisper_dirs
+    w = WhisperCT2(random_ct2, max_length=8)
+    assert w.multilingual and w.language is None
+    with pytest.raises(XllmError, match="give --language"):  # CTranslate2 detects only for real-size vocabularies
+        w.transcribe([np.zeros(16000, np.float32)])
+    prompts = []
+    real = w.model
+
+    class Detecting:  # CTranslate2's detect_language for a real multilingual model: German for the 2nd window
+        is_multilingual = True
+
+        def detect_language(self, encoded):
+            return [[("<|en|>", 0.9)], [("<|de|>", 0.8)]][: encoded.shape[0]]
+
+        def generate(self, features, batch_prompts, **kw):
+            prompts.extend(batch_prompts)
+            return real.generate(features, batch_prompts, **kw)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(w, "model", Detecting())
+    w.transcribe([np.zeros(16000, np.float32), np.zeros(8000, np.float32)], batch_size=2)
+    assert [w.tokens[p[1]] for p in prompts[:2]] == ["<|en|>", "<|de|>"] and w.detected == {"en": 1, "de": 1}
+    fixed = WhisperCT2(random_ct2, language="zh", max_length=8)
+    monkeypatch.setattr(fixed, "model", Detecting())
+    prompts.clear()
+    fixed.transcribe([np.zeros(16000, np.float32)])
+    assert fixed.detected == {} and fixed.tokens[prompts[0][1]] == "<|zh|>"  # --language given: no detection
+
+
+def test_temperature_fallback_retries_a_repetitive_window(whisper_dirs, monkeypatch):
+    """A window whose text compresses too well (a loop) is decoded again, sampling at the next temperature;
+    a fluent one is not."""
+    from types import SimpleNamespace
+
+    from xllm_cli.decoding import whisper_ct2 as W
+
+    _, biased = whisper_dirs
+    w = W.WhisperCT2(biased, language="en", max_length=40, temperatures=(0.0, 0.4, 1.0))
+    a = w.token_id["a"]
+    calls = []
+
+    def generate(features, prompts, **kw):  # a model stuck on "aaaa..." until it samples hot
+        t = kw.get("sampling_temperature", 0.0) if kw.get("sampling_topk") == 0 else 0.0
+        calls.append(t)
+        ids = [a] * 60 if t < 1.0 else [a, w.token_id["b"], w.token_id["c"]]
+        return [SimpleNamespace(sequences_ids=[ids], scores=[-0.1], no_speech_prob=0.0) for _ in prompts]
+
+    monkeypatch.setattr(w, "model", SimpleNamespace(generate=generate))
+    monkeypatch.setattr(W.WhisperCT2, "_subset", lambda self, enc, rows: enc)
+    attempt = w.generate(None, [w.prompt("en")])[0]
+    assert calls == [0.0, 0.4, 1.0] and attempt.temperature == 1.0 and w.text(attempt.tokens) == "abc"
+    assert W.compression_ratio("a" * 60) > W.COMPRESSION_RATIO_THRESHOLD > W.compression_ratio("abc")
+    calls.clear()
+    w.temperatures = (0.0,)  # --temperature 0: no fallback
+    assert w.generate(None, [w.prompt("en")])[0].temperature == 0.0 and calls == [0.0]

@@ -65,8 +65,8 @@ assert Version(version("gguf")) >= Version("0.10.0")
 assert Version(version("accelerate")) >= Version("1.1.0")
 EOF
 then
-  say "installing gguf and accelerate into $("$python" -c 'import sys; print(sys.prefix)')"
-  "$python" -m pip install -q "gguf>=0.10.0" "accelerate>=1.1.0"
+  say "installing the smollm2 extra (gguf, accelerate) into $("$python" -c 'import sys; print(sys.prefix)')"
+  "$python" -m pip install -q -e "$repo[smollm2]"
 fi
 
 "$python" "$repo/tools/smollm2.py" "$out" ${opts[@]+"${opts[@]}"}

@@ -60,6 +60,7 @@ class SpeechEncoderConfig:
     type: str = "conformer"
     path: str | None = None  # pretrained encoders (whisper, hubert, wav2vec2): HF directory or hub id
     finetune: bool = False  # train a pretrained encoder in stage 1 (frozen otherwise)
+    whisper_pad_to_30s: bool = False  # whisper: pad every input to 30 s as Whisper was trained; false = real length
     # Conformer trained from scratch:
     input_dim: int = 80
     subsampling: Literal[4, 6, 8] = 4

@@ -1,4 +1,4 @@
-"""The embedded mini corpus: synthesized Mandarin smart-home speech, pictures and clips.
+"""The embedded mini corpus: synthesized Mandarin (or English) smart-home speech, pictures and clips.
 
 ``prepare_mini(data)`` writes Kaldi data directories:
 
@@ -21,12 +21,17 @@ truncates). Audio is espeak-ng ``cmn-latn-pinyin`` with 12 voice variants
 (the speakers), per-utterance speed (140-200 wpm) and pitch, background noise
 (white, pink or speech-shaped) at 15-30 dB SNR, 16 kHz mono 16-bit.
 
+``lang="en"`` writes the same corpus in English (:mod:`mini_lang`,
+:mod:`mini_grammar_en`): every random draw is the same, so with one seed each
+English utterance translates the Mandarin one, with the same speaker variant,
+noise and picture, spoken by espeak-ng American and British English.
+
 Media files are named ``<utt>.<digest>.<ext>`` where the digest covers
 everything that determines the file: a rerun with the same arguments finds them
 and skips the work (resumable after a kill, since files are renamed into place
 only when complete); different arguments never reuse a stale file.
-DATA/local/ keeps the lexicon (char -> pinyin), the held-out combinations and
-the drowned word spans.
+DATA/local/ keeps the lexicon (char -> pinyin; English: words.txt), the held-out
+combinations and the drowned word spans.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from ..errors import XllmError
 from ..fsutil import atomic_write_text
 from ..procutil import die_with_parent
 from . import mini_grammar as G
+from .mini_lang import get_language
+from .mini_tts import VOICE as MANDARIN_VOICE
 
 # speaker = espeak variant, with a base speed (wpm) and pitch
 SPEAKERS: list[tuple[str, int, int]] = [
@@ -63,6 +70,9 @@ SNR_RANGE = (15.0, 30.0)
 SPEED_RANGE = (140, 200)
 IMAGE_SIZE = 96
 VERSION = 2  # bump when the rendering changes: every media file is regenerated
+# Job fields added after VERSION 2, left out of the file digest at these values so
+# that existing Mandarin files keep their names (and are reused).
+_LATER_FIELDS = {"voice": MANDARIN_VOICE}
 
 
 @dataclass
@@ -73,6 +83,7 @@ class MiniOptions:
     audio_dir: Path | None = None  # default DATA/audio
     backend: str = "auto"  # espeak back end: auto, binary, library
     image_size: int = IMAGE_SIZE
+    lang: str = "zh"  # zh or en (mini_lang)
 
 
 @dataclass
@@ -83,7 +94,7 @@ class UttJob:
     spk: str
     set_name: str
     text: str
-    pieces: list[tuple[str, bool]]  # (pinyin, is_key)
+    pieces: list[tuple[str, bool]]  # (what espeak reads: pinyin or English words, is_key)
     key_word: str
     speed: int
     pitch: int
@@ -98,6 +109,7 @@ class UttJob:
     video: str | None = None
     backend: str = "auto"
     image_size: int = IMAGE_SIZE
+    voice: str = MANDARIN_VOICE  # espeak voice, without the speaker's variant
 
 
 @dataclass
@@ -110,7 +122,8 @@ class UttResult:
 
 @dataclass
 class MiniReport:
-    sets: dict[str, dict] = field(default_factory=dict)  # name -> {utterances, speakers, hours, chars}
+    sets: dict[str, dict] = field(default_factory=dict)  # name -> {utterances, speakers, hours, units}
+    unit: str = "chars"  # what "units" counts: distinct chars (Mandarin) or words (English)
     made: int = 0
     reused: int = 0
     seconds: float = 0.0
@@ -139,6 +152,7 @@ def _scene_for(sentence: G.Sentence, rng: random.Random) -> dict:
 
 def plan_sets(data: Path, media: Path, opts: MiniOptions) -> tuple[dict[str, list[UttJob]], list[str], G.Holdout]:
     """All utterance jobs per set, and the LM text; pure function of the options."""
+    lang = get_language(opts.lang)
     holdout = G.make_holdout(opts.seed)
     pools = G.sentence_pools(holdout)
     engine_tag = opts.backend
@@ -156,19 +170,15 @@ def plan_sets(data: Path, media: Path, opts: MiniOptions) -> tuple[dict[str, lis
             spk, base_speed, base_pitch = rng.choice(SPEAKERS)
             speed = int(np.clip(base_speed + rng.randint(-12, 12), *SPEED_RANGE))
             pitch = int(np.clip(base_pitch + rng.randint(-8, 8), 20, 80))
-            syllables = G.pinyin_syllables(s.text)
-            pieces, pos = [], 0
-            for text, is_key in s.pieces(key):
-                pieces.append((" ".join(syllables[pos : pos + len(text)]), is_key))
-                pos += len(text)
+            spoken = lang.render(s, key)
             drowned = rng.random() < drown_fraction
             noise, snr, gain = rng.choice(NOISE_KINDS), round(rng.uniform(*SNR_RANGE), 1), round(rng.uniform(0.3, 0.9), 2)
             scene = _scene_for(s, rng) if visual else None
             job = UttJob(
-                utt_id=f"{spk}-{TAGS[set_name]}-{i:05d}", spk=spk, set_name=set_name, text=s.text,
-                pieces=pieces, key_word=s.slots[key], speed=speed, pitch=pitch, noise=noise, snr=snr,
+                utt_id=f"{spk}-{TAGS[set_name]}-{i:05d}", spk=spk, set_name=set_name, text=spoken.text,
+                pieces=spoken.pieces, key_word=spoken.key_word, speed=speed, pitch=pitch, noise=noise, snr=snr,
                 gain=gain, drown=drowned, rng_seed=rng.getrandbits(32), wav="", scene=scene,
-                backend=engine_tag, image_size=opts.image_size,
+                backend=engine_tag, image_size=opts.image_size, voice=lang.voice(spk),
             )
             _name_files(job, media, with_image=visual and not with_video, with_video=with_video)
             out.append(job)
@@ -192,12 +202,14 @@ def plan_sets(data: Path, media: Path, opts: MiniOptions) -> tuple[dict[str, lis
     plans["video"] = jobs_for("video", "test", max(2, min(SIZES["video"], _scaled(SIZES["video"], opts.scale * 4))),
                               True, with_video=True)
     lm_rng = random.Random(f"mini-{opts.seed}-lm_text")
-    lm = [s.text for s in G.sample_sentences(lm_rng, pools["train"], _scaled(SIZES["lm_text"], opts.scale))]
+    lm = [lang.render(s, s.values[0][0]).text  # the key is irrelevant to the text
+          for s in G.sample_sentences(lm_rng, pools["train"], _scaled(SIZES["lm_text"], opts.scale))]
     return plans, lm, holdout
 
 
 def _name_files(job: UttJob, media: Path, with_image: bool, with_video: bool) -> None:
-    spec = {k: v for k, v in asdict(job).items() if k not in ("wav", "image", "video", "utt_id", "set_name")}
+    spec = {k: v for k, v in asdict(job).items() if k not in ("wav", "image", "video", "utt_id", "set_name")
+            and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
     spec["version"] = VERSION
     d = _digest(spec)
     folder = media / job.set_name
@@ -253,7 +265,7 @@ def make_utterance(job: UttJob) -> UttResult:
     wav.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(job.rng_seed)
     if not wav.is_file() or not ok:
-        voice = T.Voice(job.spk, job.speed, job.pitch)
+        voice = T.Voice(job.spk, job.speed, job.pitch, job.voice)
         wave, span = T.speak_pieces([tuple(p) for p in job.pieces], voice, rng, 16000, job.backend)
         wave = T.add_noise(wave, job.snr, job.noise, 16000, rng)
         if job.drown and span is not None:
@@ -304,16 +316,17 @@ def prepare_mini(data: str | Path, opts: MiniOptions | None = None, progress: bo
     opts = opts or MiniOptions()
     if opts.scale <= 0:
         raise XllmError(f"--scale must be positive, not {opts.scale}")
+    lang = get_language(opts.lang)  # an unknown language fails here, before any work
     started = time.perf_counter()
     data = Path(data).absolute()
     media = Path(opts.audio_dir).absolute() if opts.audio_dir else data / "audio"
-    report = MiniReport(backend=_check_tools(opts.backend))
+    report = MiniReport(backend=_check_tools(opts.backend), unit=lang.unit)
     # The resolved back end goes into every file's digest: binary and library differ slightly.
     opts = replace(opts, backend=report.backend)
     plans, lm_text, holdout = plan_sets(data, media, opts)
-    _check_closed(plans, lm_text)
-    log.info(f"mini corpus: seed {opts.seed}, scale {opts.scale}, {opts.jobs} jobs, media in {media}, "
-             f"espeak-ng {report.backend}")
+    _check_closed(plans, lm_text, lang)
+    log.info(f"mini corpus: language {opts.lang}, seed {opts.seed}, scale {opts.scale}, {opts.jobs} jobs, "
+             f"media in {media}, espeak-ng {report.backend}")
 
     all_jobs = [j for name in SPEECH_SETS for j in plans[name]]
     batches = [all_jobs[i : i + 16] for i in range(0, len(all_jobs), 16)]
@@ -348,16 +361,16 @@ def prepare_mini(data: str | Path, opts: MiniOptions | None = None, progress: bo
         texts = [u.text for u in utts]
         report.sets[name] = {
             "utterances": len(utts), "speakers": len({u.spk for u in utts}),
-            "hours": sum(u.duration for u in utts) / 3600, "chars": len(set("".join(texts))),
+            "hours": sum(u.duration for u in utts) / 3600, "units": len({w for t in texts for w in lang.units(t)}),
         }
     write_table(data / "lm_text" / "text", {f"lm-{i:06d}": t for i, t in enumerate(lm_text)})
     report.sets["lm_text"] = {"utterances": len(lm_text), "speakers": 0, "hours": 0.0,
-                              "chars": len(set("".join(lm_text)))}
-    _write_local(data / "local", plans, results, holdout)
+                              "units": len({w for t in lm_text for w in lang.units(t)})}
+    _write_local(data / "local", plans, results, holdout, lang)
     report.seconds = time.perf_counter() - started
     for name, st in report.sets.items():
         log.info(f"{name}: {st['utterances']} utterances, {st['speakers']} speakers, "
-                 f"{st['hours']:.3f} h, {st['chars']} distinct chars")
+                 f"{st['hours']:.3f} h, {st['units']} distinct {lang.unit}")
     log.info(f"{report.made} utterances synthesized, {report.reused} reused, {report.seconds:.1f} s")
     return report
 
@@ -378,39 +391,41 @@ class _NoBar:
         pass
 
 
-def _check_closed(plans: dict[str, list[UttJob]], lm_text: list[str]) -> None:
-    """Test sentences never occur in training material, and every test character does."""
+def _check_closed(plans: dict[str, list[UttJob]], lm_text: list[str], lang) -> None:
+    """Test sentences never occur in training material, and every test character (word) does."""
     train_text = {j.text for j in plans["train"]} | {j.text for j in plans["train_img"]} | set(lm_text)
     for name in ("test", "test_img", "dev"):
         leaked = {j.text for j in plans[name]} & train_text
         if leaked:
             raise AssertionError(f"{name} sentences in training material: {sorted(leaked)[:3]}")
-    train_chars = set("".join(j.text for j in plans["train"]))
-    missing = set("".join(j.text for j in plans["test"] + plans["test_img"])) - train_chars
+    train_units = {u for j in plans["train"] for u in lang.units(j.text)}
+    missing = {u for j in plans["test"] + plans["test_img"] for u in lang.units(j.text)} - train_units
     if missing and len(plans["train"]) >= 500:  # tiny test runs may not cover every character
-        raise AssertionError(f"test characters never seen in train: {''.join(sorted(missing))}")
+        raise AssertionError(f"test {lang.unit} never seen in train: {' '.join(sorted(missing))}")
 
 
-def _write_local(local: Path, plans, results, holdout: G.Holdout) -> None:
+def _write_local(local: Path, plans, results, holdout: G.Holdout, lang) -> None:
     """Side information for analysis (not a data directory): lexicon, held-out combinations, key spans."""
     from ..fsutil import atomic_write_text
 
     local.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(local / "lexicon.txt", "".join(f"{c} {G.PINYIN[c]}\n" for c in G.vocabulary()))
+    atomic_write_text(local / lang.lexicon()[0], lang.lexicon()[1])
+    word = lang.word  # canonical slot value -> one field in the language
     lines = []
     for which, pairs, single in (("test", holdout.test_pairs, holdout.test_single),
                                  ("dev", holdout.dev_pairs, holdout.dev_single)):
         for slots, held in pairs.items():
             for a, b in sorted(held):
-                lines.append(f"{which} {slots[0]}{slots[1]} {a} {b}\n")
+                lines.append(f"{which} {slots[0]}{slots[1]} {word(slots[0], a)} {word(slots[1], b)}\n")
         for template, values in single.items():
             for v in sorted(values):
-                lines.append(f"{which} {template} {v}\n")
+                lines.append(f"{which} {template} {word(G.SINGLE_SLOTS[template], v)}\n")
     atomic_write_text(local / "holdout.txt", "".join(lines))
     spans = []
     for name in ("train_img", "test_img", "test_img_noisy"):
         for job in plans[name]:
             span = results[job.utt_id].key_span
             if span:
-                spans.append(f"{job.utt_id} {span[0]:.3f} {span[1]:.3f} {job.key_word} {int(job.drown)}\n")
+                key = job.key_word.replace(" ", "_")  # one field (English keys are single words today)
+                spans.append(f"{job.utt_id} {span[0]:.3f} {span[1]:.3f} {key} {int(job.drown)}\n")
     atomic_write_text(local / "key_spans.txt", "".join(sorted(spans)))

@@ -136,12 +136,15 @@ class Sentence:
 
     def pieces(self, key: str) -> list[tuple[str, bool]]:
         """The text cut around slot ``key``: [(before, False), (key word, True), (after, False)], empties dropped."""
-        template = TEMPLATE_BY_NAME[self.template]
-        marker = "{" + key + "}"
-        before, after = template.pattern.split(marker)
-        values = self.slots
-        parts = [(before.format(**values), False), (values[key], True), (after.format(**values), False)]
-        return [(text, is_key) for text, is_key in parts if text]
+        return cut_at(TEMPLATE_BY_NAME[self.template].pattern, key, self.slots)
+
+
+def cut_at(pattern: str, key: str, values: dict[str, str]) -> list[tuple[str, bool]]:
+    """``pattern`` filled with ``values`` and cut around slot ``key`` (see :meth:`Sentence.pieces`);
+    pieces are stripped, since English words are separated by spaces (Mandarin text has none)."""
+    before, after = pattern.split("{" + key + "}")
+    parts = [(before.format(**values).strip(), False), (values[key], True), (after.format(**values).strip(), False)]
+    return [(text, is_key) for text, is_key in parts if text]
 
 
 def _valid(template: Template, values: dict[str, str]) -> bool:

@@ -1,4 +1,4 @@
-"""Speech for the mini corpus: espeak-ng Mandarin from tone-numbered pinyin, plus noise.
+"""Speech for the mini corpus: espeak-ng Mandarin from tone-numbered pinyin (or English), plus noise.
 
 Two interchangeable espeak-ng back ends:
 
@@ -8,8 +8,9 @@ Two interchangeable espeak-ng back ends:
   ``espeakng-loader`` wheel, driven through ctypes in synchronous mode, for
   machines where only pip is available.
 
-The voice is ``cmn-latn-pinyin`` (plain ``cmn`` would read the tone digits
-aloud) with a variant (``+f2``, ``+m3``...) per speaker.
+The Mandarin voice is ``cmn-latn-pinyin`` (plain ``cmn`` would read the tone
+digits aloud) with a variant (``+f2``, ``+m3``...) per speaker; the English
+corpus uses ``en-us`` and ``en`` (British) with the same variants.
 
 A sentence is synthesized in pieces (before the key word, the key word, after
 it) that are trimmed and joined with short pauses: that gives the exact time
@@ -202,16 +203,17 @@ class Voice:
     variant: str  # espeak variant, also the speaker id (f2, m3, ...)
     speed: int  # words per minute
     pitch: int  # 0-99
+    base: str = VOICE  # espeak voice the variant applies to
 
 
 def speak_pieces(pieces: list[tuple[str, bool]], voice: Voice, rng: np.random.Generator,
                  sample_rate: int = 16000, backend: str = "auto") -> tuple[np.ndarray, tuple[float, float] | None]:
-    """Synthesize pinyin pieces and join them; return the float32 wave at ``sample_rate`` and the
+    """Synthesize pieces (pinyin for the Mandarin voice) and join them; return the float32 wave at ``sample_rate`` and the
     (start, end) seconds of the piece flagged as the key (None when there is none)."""
     from ..data.audio import resample
 
     engine = get_engine(backend)
-    waves, rate = synth_pieces(engine, [p for p, _ in pieces], f"{VOICE}+{voice.variant}", voice.speed, voice.pitch)
+    waves, rate = synth_pieces(engine, [p for p, _ in pieces], f"{voice.base}+{voice.variant}", voice.speed, voice.pitch)
     parts: list[np.ndarray] = []
     key_span = None
     pos = 0

@@ -84,7 +84,25 @@ def resample(wave: np.ndarray, orig_sr: int, new_sr: int = SAMPLE_RATE) -> np.nd
     return out.numpy()
 
 
-def _soundfile_read(path: Path, sample_rate: int, start: float | None, end: float | None) -> np.ndarray:
+CHANNELS = ("mix", "left", "right")
+
+
+def _pick_channel(data: np.ndarray, channel: str) -> np.ndarray:
+    """Mono from ``[frames, channels]``: their mean (``mix``), the first (``left``) or the second (``right``).
+
+    A mono source gives its only channel whatever is asked.
+    """
+    if data.shape[1] == 1:
+        return data[:, 0].copy()
+    if channel == "left":
+        return data[:, 0].copy()
+    if channel == "right":
+        return data[:, 1].copy()
+    return data.mean(axis=1)
+
+
+def _soundfile_read(path: Path, sample_rate: int, start: float | None, end: float | None,
+                    channel: str = "mix") -> np.ndarray:
     import soundfile
 
     with soundfile.SoundFile(str(path)) as f:
@@ -96,14 +114,17 @@ def _soundfile_read(path: Path, sample_rate: int, start: float | None, end: floa
             return np.zeros(0, dtype=np.float32)
         f.seek(first)
         data = f.read(last - first, dtype="float32", always_2d=True)
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    return resample(mono, sr, sample_rate)
+    return resample(_pick_channel(data, channel), sr, sample_rate)
 
 
 def _ffmpeg_decode_args(
-    path: Path, sample_rate: int, start: float | None = None, end: float | None = None
+    path: Path, sample_rate: int, start: float | None = None, end: float | None = None, channel: str = "mix"
 ) -> list[str]:
-    """ffmpeg arguments decoding the first audio stream of ``path`` to mono f32le on stdout."""
+    """ffmpeg arguments decoding the first audio stream of ``path`` to f32le on stdout.
+
+    Mono (ffmpeg's downmix) for ``channel="mix"``; two interleaved channels otherwise
+    (a mono source duplicated), from which :func:`_pick_channel` takes one.
+    """
     import ffmpeg
 
     input_opts: dict = {}
@@ -113,21 +134,23 @@ def _ffmpeg_decode_args(
         input_opts["t"] = f"{max(end - (start or 0.0), 0.0):.6f}"
     stream = (
         ffmpeg.input(str(path), **input_opts)
-        .audio.output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate)
+        .audio.output("pipe:", format="f32le", acodec="pcm_f32le", ac=1 if channel == "mix" else 2, ar=sample_rate)
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
     )
     return stream.compile(cmd=require_ffmpeg())
 
 
-def _ffmpeg_read(path: Path, sample_rate: int, start: float | None, end: float | None) -> np.ndarray:
-    args = _ffmpeg_decode_args(path, sample_rate, start, end)
+def _ffmpeg_read(path: Path, sample_rate: int, start: float | None, end: float | None,
+                 channel: str = "mix") -> np.ndarray:
+    args = _ffmpeg_decode_args(path, sample_rate, start, end, channel)
     try:
         result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     except OSError as e:
         raise XllmError(f"{path}: cannot run ffmpeg: {e}") from None
     if result.returncode != 0:
         raise ffmpeg_failure(path, result.stderr)
-    return np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
+    samples = np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
+    return samples if channel == "mix" else _pick_channel(samples[: samples.size // 2 * 2].reshape(-1, 2), channel)
 
 
 def load_audio(
@@ -135,10 +158,12 @@ def load_audio(
     sample_rate: int = SAMPLE_RATE,
     start: float | None = None,
     end: float | None = None,
+    channel: str = "mix",
 ) -> np.ndarray:
     """Read ``path`` (or the part from ``start`` to ``end`` seconds) as float32 mono in [-1, 1].
 
-    Multichannel audio is averaged to mono; the result is at ``sample_rate``.
+    Multichannel audio is averaged to mono, or ``channel`` ``left``/``right`` picks
+    one; the result is at ``sample_rate``.
     Video files give their first audio track.
     """
     path = existing_file(path)
@@ -146,17 +171,17 @@ def load_audio(
         raise XllmError(f"{path}: segment end {end} is before its start {start}")
     if is_soundfile_path(path):
         try:
-            return _soundfile_read(path, sample_rate, start, end)
+            return _soundfile_read(path, sample_rate, start, end, channel)
         except XllmError:
             raise
         except Exception as e:  # a .wav libsndfile cannot parse (e.g. an odd codec): ffmpeg may
             sf_error = f"{type(e).__name__}: {e}"
             if shutil.which("ffmpeg") is None:
                 raise corrupt(path, sf_error) from None
-    return _ffmpeg_read(path, sample_rate, start, end)
+    return _ffmpeg_read(path, sample_rate, start, end, channel)
 
 
-def load_utterance(utt: "Utterance", sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_utterance(utt: "Utterance", sample_rate: int = SAMPLE_RATE, channel: str = "mix") -> np.ndarray:
     """The samples of one data-directory utterance, honouring its segment bounds.
 
     Raises :class:`AudioProblem` (an XllmError) when its audio is unusable, rather
@@ -167,7 +192,7 @@ def load_utterance(utt: "Utterance", sample_rate: int = SAMPLE_RATE) -> np.ndarr
         truncated = wav_truncation(utt.path) if Path(utt.path).suffix.lower() == ".wav" else None
         if truncated:
             raise AudioProblem(utt.utt_id, f"{utt.path}: {truncated}")
-        wave = load_audio(utt.path, sample_rate=sample_rate, start=utt.start, end=utt.end)
+        wave = load_audio(utt.path, sample_rate=sample_rate, start=utt.start, end=utt.end, channel=channel)
     except AudioProblem:
         raise
     except XllmError as e:
@@ -186,7 +211,7 @@ def load_utterance(utt: "Utterance", sample_rate: int = SAMPLE_RATE) -> np.ndarr
 
 
 def iter_audio_blocks(
-    path: str | Path, block_seconds: float = 30.0, sample_rate: int = SAMPLE_RATE
+    path: str | Path, block_seconds: float = 30.0, sample_rate: int = SAMPLE_RATE, channel: str = "mix"
 ) -> Iterator[np.ndarray]:
     """Yield consecutive float32 mono blocks of ``block_seconds`` (the last one shorter).
 
@@ -209,11 +234,12 @@ def iter_audio_blocks(
                     data = f.read(block, dtype="float32", always_2d=True)
                     if len(data) == 0:
                         return
-                    yield data.mean(axis=1) if data.shape[1] > 1 else data[:, 0].copy()
-    args = _ffmpeg_decode_args(path, sample_rate)
+                    yield _pick_channel(data, channel)
+    args = _ffmpeg_decode_args(path, sample_rate, channel=channel)
+    width = 1 if channel == "mix" else 2  # interleaved samples per frame in the pipe
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        nbytes = block * 4
+        nbytes = block * 4 * width
         while True:
             chunks, have = [], 0
             while have < nbytes:  # a pipe read may return less than asked
@@ -223,7 +249,8 @@ def iter_audio_blocks(
                 chunks.append(chunk)
                 have += len(chunk)
             if have:
-                yield np.frombuffer(b"".join(chunks), dtype="<f4").astype(np.float32)
+                samples = np.frombuffer(b"".join(chunks), dtype="<f4").astype(np.float32)
+                yield samples if width == 1 else _pick_channel(samples[: samples.size // 2 * 2].reshape(-1, 2), channel)
             if have < nbytes:
                 break
         stderr = proc.stderr.read()

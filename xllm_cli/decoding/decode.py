@@ -4,7 +4,7 @@
 
 1. picks the decoding system (``systems.py``: ``--mode llm|nar``, ``--whisper``),
    the stage whose model it uses, and names the decode directory
-   ``EXP/decode_<set>_<tag>`` (``job.py``; docs/experiment.md);
+   ``EXP/decode_<set>_<tag>`` or ``--out`` (``job.py``; docs/experiment.md);
 2. holds ``DECODE/.lock`` for the whole run (``locks.py``): a second decode of
    the same directory fails at once instead of racing on its files;
 3. decodes the utterances in batches sorted by length, longest first
@@ -21,7 +21,8 @@
 4. with ``--nj N`` runs N such jobs on ``DATA/split{N}/k`` (``parallel.py``) and
    merges them;
 5. rescores the n-best lists with the exported CTranslate2 LLM (``--rescore ct2``);
-6. scores when the data has a ``text`` file: ``ref``, ``hyp.trn``/``ref.trn``,
+6. scores when the data has a ``text`` file (``xllm score``'s options and
+   defaults: unit auto, case folded, punctuation removed): ``ref``, ``hyp.trn``/``ref.trn``,
    ``per_utt``, ``per_spk`` and, last, ``result.txt`` (the "scored" marker) through
    the scoring module, which never rewrites ``hyp``; hypotheses without a
    reference are counted in ``result.txt``, not scored. Prints the result lines
@@ -67,7 +68,7 @@ def check_inputs(opts: DecodeOptions):
     from ..data.datadir import DataDir
 
     opts.validate()
-    if not Path(opts.exp).is_dir():
+    if opts.exp is not None and not Path(opts.exp).is_dir():
         raise XllmError(f"{opts.exp}: experiment directory not found")
     if not Path(opts.data).is_dir():
         raise XllmError(f"{opts.data}: data directory not found")
@@ -139,7 +140,8 @@ def _decode_set(opts: DecodeOptions, data, stage: int | None, factory, out: Path
 
 
 def _set_threads(opts: DecodeOptions) -> None:
-    if opts.threads:
+    # The Whisper baseline hands --threads to CTranslate2 and never imports torch (its RSS stays low).
+    if opts.threads and opts.whisper is None:
         import torch
 
         torch.set_num_threads(opts.threads)
@@ -158,10 +160,10 @@ def finish(opts: DecodeOptions, data, out: Path) -> list[str]:
     from ..scoring import result_lines, score_and_write
 
     hyps = read_hyp(out / "hyp")  # every decoded utterance; those without a reference are counted, not scored
-    # "auto": CER for text without spaces between words (Chinese), WER for
-    # space-delimited text, MER for a mix. hyp is an input here: never rewritten.
-    result = score_and_write(out, dict(data.text), hyps, unit="auto", utt2spk=dict(data.utt2spk),
-                             keep=(out / "hyp",))
+    # xllm score's options and defaults ("auto": CER for Chinese, WER for space-delimited
+    # text, MER for a mix; case folded, punctuation removed). hyp is an input: never rewritten.
+    result = score_and_write(out, dict(data.text), hyps, unit=opts.unit, normalize=opts.normalize,
+                             utt2spk=dict(data.utt2spk), keep=(out / "hyp",))
     lines = result_lines(result, label=str(out))
     for line in lines:
         log.info(line)

@@ -19,14 +19,11 @@ ctranslate2 are imported lazily).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Optional
 
-from ..console import log
 from ..errors import XllmError
-from .batches import SkippedBatch, make_batches, read_each, utt_duration
-from .prefetch import prefetch
+from .batches import make_batches
 
 if TYPE_CHECKING:
     from .bundle import DecodeBundle
@@ -157,77 +154,17 @@ class NarSystem(XllmSystem):
         return [[(text, 0.0)] for text in self.bundle.nar_decode(batch)]
 
 
-# ----------------------------------------------------------------------------- the Whisper baseline
-
-
-@dataclass
-class AudioBatch:
-    utt_ids: list[str]
-    durations: list[float]
-    waves: list[Any]
-    skipped: dict[str, str]  # utterances of the group whose audio could not be read (batches.py)
-
-
-def _audio_batch(group: list[Any]) -> AudioBatch | SkippedBatch:
-    from ..data.audio import load_utterance
-
-    read, skipped = read_each(group, lambda u: (u.utt_id, load_utterance(u)))
-    if not read:
-        return SkippedBatch(skipped)
-    return AudioBatch([u for u, _ in read], [len(w) / 16000 for _, w in read], [w for _, w in read], skipped)
-
-
-def whisper_language(data: Path) -> str:
-    """Whisper needs the language: Chinese when the references are written without spaces, else English."""
-    from ..data.datadir import DataDir
-    from .language import score_unit
-
-    text = DataDir.load(data).text
-    language = "zh" if not text or score_unit(text) == "char" else "en"
-    log.info(f"Whisper language: {language}")
-    return language
-
-
-class WhisperSystem(DecodingSystem):
-    """A CTranslate2 Whisper model directory (``--whisper DIR``) as a baseline, same decode directory format."""
-
-    name = "whisper"
-    selected_by_mode = False
-    max_duration = 30.0  # one Whisper window; WhisperCT2 has no long-form decoding
-
-    @classmethod
-    def tag(cls, opts: "DecodeOptions", stage: Optional[int]) -> str:
-        return "whisper"
-
-    @classmethod
-    def model_file(cls, opts: "DecodeOptions", stage: Optional[int]) -> Path:
-        return Path(opts.whisper) / "model.bin"
-
-    def __init__(self, opts: "DecodeOptions", stage: Optional[int] = None) -> None:
-        from .whisper_ct2 import WhisperCT2
-
-        super().__init__(opts, stage)
-        language = whisper_language(opts.data)
-        device = opts.device.split(":")[0]
-        extra = {"max_length": opts.max_new_tokens} if opts.max_new_tokens else {}
-        self.model = WhisperCT2(opts.whisper, language=language, device=device,
-                                compute_type="int8" if device == "cpu" else "float16", beam_size=opts.beam, **extra)
-
-    def batches(self, utts: list[Any]) -> Iterator[Any]:
-        groups = make_batches(utts, self.opts.batch_size, self.opts.max_batch_seconds, utt_duration)
-        yield from prefetch(_audio_batch(g) for g in groups)
-
-    def decode(self, batch: Any) -> list["NBest"]:
-        texts = self.model.transcribe(batch.waves, batch_size=len(batch.waves))
-        return [[(t, 0.0)] for t in texts]
-
-
 # ----------------------------------------------------------------------------- the registry
+
+def _whisper_system() -> type[DecodingSystem]:
+    from .whisper_system import WhisperSystem
+
+    return WhisperSystem
+
 
 SYSTEMS: dict[str, type[DecodingSystem]] = {
     "llm": LlmSystem,
     "nar": NarSystem,
-    "whisper": WhisperSystem,
 }
 
 
@@ -239,6 +176,9 @@ def mode_names() -> tuple[str, ...]:
 def system_for(opts: "DecodeOptions") -> type[DecodingSystem]:
     """The system the options select: ``--whisper DIR``, else ``--mode``."""
     return SYSTEMS["whisper" if opts.whisper is not None else opts.mode]
+
+
+SYSTEMS["whisper"] = _whisper_system()
 
 
 def build_decoder(opts: "DecodeOptions", stage: Optional[int]) -> DecodingSystem:

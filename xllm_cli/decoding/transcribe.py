@@ -1,4 +1,9 @@
-"""Transcribe audio or video files of any length with an experiment's model.
+"""Transcribe audio or video files of any length with an experiment's model or a Whisper baseline.
+
+With ``--whisper DIR`` the CTranslate2 Whisper model reads the same block
+stream and seeks through it 30 s window by window (``whisper_longform.py``, as
+faster-whisper does): its own timestamps make the segments, ``--word-timestamps``
+adds word times to the json output. Otherwise:
 
 Each file is streamed (``iter_audio_blocks``: ffmpeg decodes any format, the
 audio track of a video included) through the VAD chunker; speech chunks of at
@@ -33,7 +38,7 @@ BLOCK_SECONDS = 10.0  # audio read from ffmpeg at a time
 
 @dataclass
 class TranscribeOptions:
-    exp: Optional[Path]
+    exp: Optional[Path]  # None: only with --whisper
     files: list[Path]
     image: Optional[Path] = None
     format: str = "text"
@@ -44,6 +49,16 @@ class TranscribeOptions:
     stage: Optional[int] = None
     device: str = "cpu"
     beam: int = 1
+    channel: str = "mix"  # stereo: mix, left or right
+    threads: Optional[int] = None  # CTranslate2 threads (--whisper)
+    # the Whisper baseline (faster-whisper's options)
+    whisper: Optional[Path] = None
+    language: Optional[str] = None  # None: detected from each file's first 30 s
+    task: str = "transcribe"
+    initial_prompt: Optional[str] = None
+    temperature: Optional[str] = None
+    word_timestamps: bool = False
+    t2s: bool = False
 
     def validate(self) -> None:
         if self.format not in FORMATS:
@@ -67,6 +82,32 @@ class TranscribeOptions:
             raise XllmError(f"{self.image}: image not found")
         if self.exp is not None and not Path(self.exp).is_dir():
             raise XllmError(f"{self.exp}: experiment directory not found")
+        self._check_model()
+
+    def _check_model(self) -> None:
+        from .options import CHANNELS
+
+        if self.channel not in CHANNELS:
+            raise XllmError(f"--channel must be one of {', '.join(CHANNELS)}, not '{self.channel}'")
+        if self.whisper is None:
+            if self.exp is None:
+                raise XllmError("give --exp EXP (a trained experiment) or --whisper DIR (a CTranslate2 Whisper model)")
+            given = [n for n, on in (("language", self.language), ("task", self.task != "transcribe"),
+                                     ("initial-prompt", self.initial_prompt), ("temperature", self.temperature),
+                                     ("word-timestamps", self.word_timestamps), ("t2s", self.t2s)) if on]
+            if given:
+                raise XllmError(f"--{given[0]} is an option of the Whisper baseline: give --whisper DIR")
+            return
+        if self.exp is not None:
+            raise XllmError("give either --exp or --whisper, not both")
+        if not Path(self.whisper).is_dir():
+            raise XllmError(f"{self.whisper}: Whisper CTranslate2 model directory not found")
+        if self.task not in ("transcribe", "translate"):
+            raise XllmError(f"--task must be transcribe or translate, not '{self.task}'")
+        if self.temperature is not None:
+            from .whisper_ct2 import parse_temperatures
+
+            parse_temperatures(self.temperature)
 
 
     def out_is_file(self) -> bool:
@@ -96,6 +137,7 @@ class Segment:
     start: float
     end: float
     text: str
+    words: Optional[list[dict]] = None  # --whisper --word-timestamps: {"start", "end", "word", "probability"}
 
 
 @dataclass
@@ -158,7 +200,25 @@ def transcribe_stream(
     return result
 
 
-def transcribe_file(path: Path, decoder: ChunkDecoder, vad: VadOptions, batch_size: int, show_progress: bool = True) -> Transcript:
+def transcribe_segments(blocks: Iterable[Any], decoder: Any, source: Path, sample_rate: int,
+                        on_segment: Callable[[Segment], None] | None = None) -> Transcript:
+    """Decode one recording with a decoder that makes its own segments (the Whisper baseline)."""
+    result = Transcript(file=str(source))
+
+    def counted(bs):
+        for b in bs:
+            result.duration += len(b) / sample_rate
+            yield b
+
+    for segment in decoder.segments(counted(blocks), source):
+        result.segments.append(segment)
+        if on_segment is not None:
+            on_segment(segment)
+    return result
+
+
+def transcribe_file(path: Path, decoder: ChunkDecoder, vad: VadOptions, batch_size: int, show_progress: bool = True,
+                    channel: str = "mix") -> Transcript:
     from ..data.audio import iter_audio_blocks
     from ..data.durations import audio_duration
 
@@ -168,9 +228,13 @@ def transcribe_file(path: Path, decoder: ChunkDecoder, vad: VadOptions, batch_si
         total = None
     with progress_bar("audio s") as bar:
         task = bar.add_task(Path(path).name, total=total, visible=show_progress)
-        blocks = iter_audio_blocks(path, block_seconds=BLOCK_SECONDS, sample_rate=vad.sample_rate)
-        result = transcribe_stream(blocks, decoder, Path(path), vad, batch_size,
-                                   on_chunk=lambda c: bar.update(task, completed=c.end))
+        blocks = iter_audio_blocks(path, block_seconds=BLOCK_SECONDS, sample_rate=vad.sample_rate, channel=channel)
+        if hasattr(decoder, "segments"):  # Whisper: its own timestamps cut the segments, no VAD
+            result = transcribe_segments(blocks, decoder, Path(path), vad.sample_rate,
+                                         on_segment=lambda s: bar.update(task, completed=s.end))
+        else:
+            result = transcribe_stream(blocks, decoder, Path(path), vad, batch_size,
+                                       on_chunk=lambda c: bar.update(task, completed=c.end))
         bar.update(task, completed=total if total is not None else result.duration)
     return result
 
@@ -213,7 +277,7 @@ def transcript_dict(t: Transcript) -> dict:
         "file": t.file,
         "duration": round(t.duration, 3),
         "text": t.text,
-        "segments": [asdict(s) for s in t.segments],
+        "segments": [{k: v for k, v in asdict(s).items() if k != "words" or v is not None} for s in t.segments],
     }
 
 
@@ -257,7 +321,7 @@ def run_transcribe(opts: TranscribeOptions, decoder_factory: Callable[[Transcrib
         targets = output_paths(opts.files, opts.out, opts.format)
     results = []
     for i, (path, target) in enumerate(zip(opts.files, targets)):
-        t = transcribe_file(Path(path), decoder, vad, opts.batch_size)
+        t = transcribe_file(Path(path), decoder, vad, opts.batch_size, channel=opts.channel)
         results.append(t)
         text = FORMATTERS[opts.format](t)
         if target is not None:
@@ -271,6 +335,10 @@ def run_transcribe(opts: TranscribeOptions, decoder_factory: Callable[[Transcrib
 
 
 def build_chunk_decoder(opts: TranscribeOptions) -> ChunkDecoder:
+    if opts.whisper is not None:
+        from .whisper_system import WhisperFileDecoder
+
+        return WhisperFileDecoder(opts)
     return XllmChunkDecoder(opts)
 
 

@@ -36,7 +36,7 @@ DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's and Op
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
-ENGLISH_ONLY_VOCAB = 51864  # real *.en models; multilingual ones have 51865 or more
+ENGLISH_ONLY_VOCAB = 51864  # the *.en models (their config may still list lang_ids)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -148,6 +148,10 @@ class WhisperCT2:
         self.decoder = self._decoder()
         self.initial_prompt = self._encode_prompt(initial_prompt)
         self.detected: dict[str, int] = {}  # language -> windows it was detected in (for the log)
+        # faster-whisper's suppression: the config's non-speech symbols (-1) and the task/control tokens
+        self.suppress = [-1] + [self.token_id[t] for t in ("<|transcribe|>", "<|translate|>", "<|startoftranscript|>",
+                                                           "<|startofprev|>", "<|startoflm|>", "<|nocaptions|>",
+                                                           "<|nospeech|>") if t in self.token_id]
 
     # ------------------------------------------------------------------ vocabulary
 
@@ -157,7 +161,8 @@ class WhisperCT2:
             return json.loads(vocab.read_text(encoding="utf-8"))
         txt = self.model_dir / "vocabulary.txt"
         if txt.is_file():
-            return txt.read_text(encoding="utf-8").split("\n")
+            tokens = txt.read_text(encoding="utf-8").split("\n")
+            return tokens[:-1] if tokens and tokens[-1] == "" else tokens  # the file's final newline
         raise XllmError(f"{self.model_dir}: no vocabulary.json")
 
     def _special(self, token: str) -> int:
@@ -166,11 +171,11 @@ class WhisperCT2:
         return self.token_id[token]
 
     def _multilingual(self) -> bool:
-        """CTranslate2 tells by the vocabulary size (real Whisper sizes); a small custom model
-        (smaller than any real one) is multilingual when the converter listed ``lang_ids``."""
+        """CTranslate2 tells for the real Whisper sizes; a ``*.en`` model has exactly 51864 tokens;
+        another (a small custom model) is multilingual when the converter listed ``lang_ids``."""
         if self.model.is_multilingual:
             return True
-        if len(self.tokens) >= ENGLISH_ONLY_VOCAB:
+        if len(self.tokens) == ENGLISH_ONLY_VOCAB:
             return False
         try:
             cfg = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
@@ -243,13 +248,19 @@ class WhisperCT2:
         if not self.multilingual:
             return ["en"] * encoded.shape[0]
         found = []
-        for probs in self.model.detect_language(encoded):
-            token, p = probs[0]
+        for token, p in self._language_probs(encoded):
             code = token[2:-2]
             self.detected[code] = self.detected.get(code, 0) + 1
             log.debug(f"Whisper language: {code} (p={p:.2f})")
             found.append(code)
         return found
+
+    def _language_probs(self, encoded) -> list[tuple[str, float]]:
+        """The best language token and its probability per window (CTranslate2's ``detect_language``)."""
+        if not self.model.is_multilingual:  # a custom model multilingual by its lang_ids alone
+            raise XllmError(f"{self.model_dir}: CTranslate2 cannot detect the language with this model: "
+                            f"give --language")
+        return [probs[0] for probs in self.model.detect_language(encoded)]
 
     def _subset(self, encoded, rows: list[int]):
         """Rows of an encoder output (temperature fallback decodes only the windows that failed)."""
@@ -271,7 +282,8 @@ class WhisperCT2:
 
     def generate(self, encoded, prompts: list[list[int]]) -> list[Attempt]:
         """One attempt per window, with temperature fallback for the windows that need it."""
-        best: list[Optional[Attempt]] = [None] * len(prompts)
+        tried: list[list[Attempt]] = [[] for _ in prompts]
+        chosen: list[Optional[Attempt]] = [None] * len(prompts)
         todo = list(range(len(prompts)))
         for temperature in self.temperatures:
             if not todo:
@@ -280,17 +292,23 @@ class WhisperCT2:
                 "beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
             results = self.model.generate(self._subset(encoded, todo), [prompts[i] for i in todo],
                                           max_length=self.max_length, return_scores=True,
-                                          return_no_speech_prob=True, suppress_blank=True, **opts)
+                                          return_no_speech_prob=True, suppress_blank=True,
+                                          suppress_tokens=self.suppress, **opts)
             retry = []
             for i, result in zip(todo, results):
                 attempt = self._attempt(result, temperature)
-                best[i] = attempt
+                tried[i].append(attempt)
                 silent = attempt.no_speech_prob > NO_SPEECH_THRESHOLD and attempt.avg_logprob < LOG_PROB_THRESHOLD
                 if not silent and (attempt.compression_ratio > COMPRESSION_RATIO_THRESHOLD
                                    or attempt.avg_logprob < LOG_PROB_THRESHOLD):
                     retry.append(i)
+                else:
+                    chosen[i] = attempt
             todo = retry
-        return best  # type: ignore[return-value]
+        for i in todo:  # every temperature failed: faster-whisper keeps the likeliest non-repetitive attempt
+            fluent = [a for a in tried[i] if a.compression_ratio <= COMPRESSION_RATIO_THRESHOLD] or tried[i]
+            chosen[i] = max(fluent, key=lambda a: a.avg_logprob)
+        return chosen  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ short audio, batched
 

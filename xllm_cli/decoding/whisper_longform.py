@@ -42,7 +42,7 @@ class WhisperSegment:
     start: float
     end: float
     text: str
-    tokens: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # text and timestamp tokens (the next window's context)
     words: Optional[list[Word]] = None
 
 
@@ -93,7 +93,7 @@ def split_segments(model: "WhisperCT2", tokens: list[int], offset: float, conten
             piece = tokens[last:cut]
             start = offset + (piece[0] - tb) * SECONDS_PER_TOKEN if piece[0] >= tb else offset
             end = offset + (piece[-1] - tb) * SECONDS_PER_TOKEN if piece[-1] >= tb else start
-            segments.append(WhisperSegment(start, end, model.text(piece), [t for t in piece if t < model.eot]))
+            segments.append(WhisperSegment(start, end, model.text(piece), list(piece)))
             last = cut
         if single_ending:
             seek = content_frames
@@ -104,12 +104,12 @@ def split_segments(model: "WhisperCT2", tokens: list[int], offset: float, conten
         stamps = [t for t in tokens if t >= tb]
         if stamps and stamps[-1] != tb:  # the model said where the speech ends
             duration = (stamps[-1] - tb) * SECONDS_PER_TOKEN
-        segments.append(WhisperSegment(offset, offset + duration, model.text(tokens),
-                                       [t for t in tokens if t < model.eot]))
+        segments.append(WhisperSegment(offset, offset + duration, model.text(tokens), list(tokens)))
         seek = content_frames
     if seek <= 0:  # never stand still (a window closed at 0.00 would loop forever)
         seek = content_frames
-    return [s for s in segments if s.text], min(seek, content_frames)
+    # faster-whisper drops empty and zero-length segments (from the output and the context)
+    return [s for s in segments if s.text and s.end > s.start], min(seek, content_frames)
 
 
 def iter_segments(model: "WhisperCT2", blocks: Iterable[np.ndarray], language: Optional[str] = None
@@ -140,7 +140,7 @@ def iter_segments(model: "WhisperCT2", blocks: Iterable[np.ndarray], language: O
             add_word_timestamps(model, encoded, language, segments, offset, content_frames)
         for s in segments:
             yield s
-        previous.extend(t for s in segments for t in s.tokens)
+        previous.extend(t for s in segments for t in s.tokens)  # timestamps included, as faster-whisper does
         if attempt.temperature > PROMPT_RESET_TEMPERATURE:
             previous = []
         window.advance(seek * HOP)

@@ -60,7 +60,7 @@ def split_words(model: "WhisperCT2", tokens: list[int], language: Optional[str])
 def add_word_timestamps(model: "WhisperCT2", encoded, language: Optional[str], segments: list["WhisperSegment"],
                         offset: float, content_frames: int) -> None:
     """Fill ``segment.words`` for the segments of one window (times from the stream's start)."""
-    text_tokens = [t for s in segments for t in s.tokens]
+    text_tokens = [t for s in segments for t in s.tokens if t < model.eot]
     if not text_tokens:
         return
     result = model.model.align(encoded, model.sot_sequence(language), [text_tokens], content_frames)[0]
@@ -84,7 +84,7 @@ def add_word_timestamps(model: "WhisperCT2", encoded, language: Optional[str], s
     # hand the words to their segments by token count (each segment's words follow each other)
     counts = iter(len(t) for t in word_tokens)
     for s in segments:
-        s.words, need = [], len(s.tokens)
+        s.words, need = [], sum(1 for t in s.tokens if t < model.eot)
         while need > 0 and timed:
             w = timed.pop(0)
             s.words.append(w)

@@ -135,7 +135,7 @@ class CifPredictor(nn.Module):
         self.proj = nn.Linear(dim, 1)
 
     def forward(self, hidden: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        """(B, T, H), (B,) -> alphas (B, T) in at least float32, zero on padding frames; autocast off (module docstring)."""
+        """(B, T, H), (B,) -> alphas (B, T), zero on padding; float32 or wider, autocast off (module docstring)."""
         mask = lengths_to_mask(lens, hidden.shape[1])
         with full_precision(hidden.device):
             x = _wide(hidden).masked_fill(~mask[..., None], 0.0)  # padding must not leak through the conv

@@ -1,4 +1,4 @@
-"""Generation helpers: the greedy loop over the KV cache, per-utterance limits for beam search.
+"""Generation helpers: the greedy loop over the KV cache; beam search through transformers, with per-utterance limits.
 
 ``transformers``' ``generate`` serves every strategy, and pays for it on each call
 (configuration copies, processors, stopping criteria) and on each step. A
@@ -179,3 +179,56 @@ class EndAtLimit:
             scores[done] = float("-inf")
             scores[done, self.eos_id] = 0.0
         return scores
+
+
+def hf_generate(llm, tokenizer, inputs, limits: list[int], eos_ids: list[int], num_beams: int,
+                num_return_sequences: int, repetition_penalty: float, length_penalty: float,
+                aligned: bool = False) -> list[list[tuple[str, float]]]:
+    """Beam search (or a repetition penalty) through ``transformers``' ``generate``: n-best (text, score).
+
+    ``inputs`` are the left-padded soft prompts (``models.outputs.LLMInputs``); ``aligned``
+    passes their position ids on (``llm.align_speech_positions``). Decoding is deterministic
+    (the sampling settings instruct models ship are overridden). The score is beam search's
+    ``sequences_scores``, or for one beam the mean token log-probability up to the first EOS.
+    """
+    emb, mask, pos = inputs.embeds, inputs.attention_mask, inputs.position_ids
+    eos = tokenizer.eos_token_id
+    num_return_sequences = max(1, min(num_return_sequences, num_beams))
+    extra = {"position_ids": pos} if aligned else {}
+    if len(set(limits)) > 1 and eos is not None:
+        from transformers import LogitsProcessorList
+
+        extra["logits_processor"] = LogitsProcessorList([EndAtLimit(limits, num_beams, eos)])
+    out = llm.generate(
+        inputs_embeds=emb,
+        attention_mask=mask,
+        max_new_tokens=max(limits),
+        num_beams=num_beams,
+        num_return_sequences=num_return_sequences,
+        do_sample=False,
+        output_scores=True,
+        return_dict_in_generate=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos_ids,
+        repetition_penalty=repetition_penalty,
+        length_penalty=length_penalty,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        **extra,
+    )
+    seqs = out.sequences
+    if num_beams > 1:
+        scores = out.sequences_scores.float().tolist()
+    else:
+        trans = llm.compute_transition_scores(seqs, out.scores, normalize_logits=True).float()
+        valid = torch.ones_like(seqs, dtype=torch.bool)[:, : trans.shape[1]]
+        # tokens after the first EOS are padding
+        is_eos = torch.isin(seqs[:, : trans.shape[1]], torch.tensor(eos_ids, device=seqs.device))
+        after = (is_eos.long().cumsum(1) - is_eos.long()) > 0
+        valid = valid & ~after
+        trans = trans.masked_fill(~valid | ~torch.isfinite(trans), 0.0)
+        scores = (trans.sum(1) / valid.sum(1).clamp(min=1)).tolist()
+    texts = tokenizer.batch_decode(seqs, skip_special_tokens=True)
+    n = num_return_sequences
+    return [[(texts[b * n + i].strip(), float(scores[b * n + i])) for i in range(n)] for b in range(len(inputs))]

@@ -38,23 +38,50 @@ def load_llm(path: str, dtype: str | None = None, gradient_checkpointing: bool =
     """
     from transformers import AutoModelForCausalLM
 
-    from xllm_cli.models.loading import resolve_pretrained
-    from xllm_cli.models.tokenizer import load_tokenizer
-    from xllm_cli.trust import trust_remote_code_for
-
-    model_dir = resolve_pretrained(str(path))
-    trust = trust_remote_code_for(str(model_dir), trust_remote_code)
+    model_dir, trust = _llm_dir(path, trust_remote_code)
     kwargs = {"trust_remote_code": True} if trust else {}
     if resolve_dtype(dtype) is not None:
         kwargs["dtype"] = resolve_dtype(dtype)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    tok = _llm_tokenizer(model_dir, trust_remote_code)
+    if gradient_checkpointing:
+        enable_checkpointing(model)
+    return model, tok
+
+
+def load_llm_vocabulary(path: str, trust_remote_code: bool = False):
+    """What stage 1 needs of the LLM without its weights: (tokenizer, embedding width)."""
+    from transformers import AutoConfig
+
+    model_dir, trust = _llm_dir(path, trust_remote_code, _NO_WEIGHTS)
+    config = AutoConfig.from_pretrained(str(model_dir), **({"trust_remote_code": True} if trust else {}))
+    tok = _llm_tokenizer(model_dir, trust_remote_code)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return tok, int(text.hidden_size)
+
+
+# a hub id's files besides the weights (config, tokenizer, remote code)
+_NO_WEIGHTS = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.py"]
+
+
+def _llm_dir(path: str, trust_remote_code: bool, allow_patterns: list[str] | None = None):
+    """(local directory, whether remote code may run) for ``model.llm.path``."""
+    from xllm_cli.models.loading import resolve_pretrained
+    from xllm_cli.trust import trust_remote_code_for
+
+    model_dir = resolve_pretrained(str(path), allow_patterns)
+    return model_dir, trust_remote_code_for(str(model_dir), trust_remote_code)
+
+
+def _llm_tokenizer(model_dir, trust_remote_code: bool):
+    """The LLM's tokenizer, left-padding, with a pad token (EOS when it has none)."""
+    from xllm_cli.models.tokenizer import load_tokenizer
+
     tok = load_tokenizer(model_dir, trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    if gradient_checkpointing:
-        enable_checkpointing(model)
-    return model, tok
+    return tok
 
 
 def enable_checkpointing(model) -> bool:

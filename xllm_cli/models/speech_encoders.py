@@ -14,8 +14,10 @@ Adding an encoder (docs/extending.md)::
 - ``conformer``: built-in, trained from scratch: Conv2d subsampling (x4/x6/x8) then
   ``torchaudio.models.Conformer``. Features: fbank + CMVN.
 - ``whisper``: the encoder of a Whisper checkpoint (local dir or hub id). Features: log-mel,
-  unpadded (frames, n_mels); the wrapper pads to Whisper's fixed 30 s window and trims the
-  output to the true length.
+  unpadded (frames, n_mels). By default the encoder runs on the batch's real length with its
+  positional embeddings sliced (as WeNet and icefall do): a 5 s utterance costs a sixth of
+  the 30 s window. ``whisper_pad_to_30s: true`` pads to Whisper's fixed window instead (what
+  it was pre-trained on) and trims the output to the true length.
 - ``hubert`` / ``wav2vec2``: transformers AutoModel. Features: raw waveform (samples, 1).
 
 Every encoder exposes ``output_dim`` and ``pretrained`` (weights came from a path, so
@@ -171,7 +173,7 @@ class ConformerEncoder(nn.Module):
 
 @register_encoder("whisper", features="whisper")
 class WhisperEncoderWrapper(nn.Module):
-    """Whisper's encoder; pads unpadded log-mel features to the 30 s window, trims outputs."""
+    """Whisper's encoder on the real length (default), or padded to the 30 s window; outputs trimmed."""
 
     pretrained = True
 
@@ -199,6 +201,7 @@ class WhisperEncoderWrapper(nn.Module):
         self.output_dim = config.d_model
         self.num_mel_bins = config.num_mel_bins
         self.window = config.max_source_positions * 2  # mel frames the encoder expects (3000)
+        self.pad_to_30s = cfg.whisper_pad_to_30s
 
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,T,n_mels) log-mel, (B,) -> (B,ceil(T/2),d_model) trimmed, (B,)."""
@@ -207,6 +210,10 @@ class WhisperEncoderWrapper(nn.Module):
             raise XllmError(f"whisper encoder expects {self.num_mel_bins} mel bins, features have {D}")
         if T > self.window:
             raise XllmError(f"whisper encoder takes at most {self.window} frames (30 s), got {T}: segment the audio")
+        out_lens = (lens - 1) // 2 + 1
+        t_out = int(out_lens.max().item())
+        if not self.pad_to_30s:
+            return self._real_length(feats, lens, out_lens)[:, :t_out], out_lens
         mask = lengths_to_mask(lens, T)
         # Whisper's own padding is log-mel of silence: the per-utterance floor of the features.
         floor = feats.masked_fill(~mask[..., None], float("inf")).amin(dim=(1, 2), keepdim=True)
@@ -215,9 +222,30 @@ class WhisperEncoderWrapper(nn.Module):
         x = torch.cat([x, floor.expand(B, self.window - T, D)], dim=1) if T < self.window else x
         dtype = self.encoder.conv1.weight.dtype
         hidden = self.encoder(input_features=x.transpose(1, 2).to(dtype)).last_hidden_state
-        out_lens = (lens - 1) // 2 + 1
-        t_out = int(out_lens.max().item())
         return hidden[:, :t_out], out_lens
+
+    def _real_length(self, feats: torch.Tensor, lens: torch.Tensor, out_lens: torch.Tensor) -> torch.Tensor:
+        """Whisper's encoder forward on the batch's own length, positions sliced (WeNet/icefall).
+
+        transformers' ``WhisperEncoder.forward`` insists on 3000 frames, so its steps run here.
+        Padding frames are zeroed before each conv (as a lone utterance's conv padding would be)
+        and masked out of self-attention, so an utterance's output does not depend on its batch.
+        """
+        enc = self.encoder
+        dtype = enc.conv1.weight.dtype
+        in_mask = lengths_to_mask(lens, feats.shape[1])[:, None, :]
+        x = feats.transpose(1, 2).to(dtype) * in_mask.to(dtype)
+        x = nn.functional.gelu(enc.conv1(x)) * in_mask.to(dtype)
+        x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)  # (B, T', d)
+        x = x + enc.embed_positions.weight[: x.shape[1]].to(x.dtype)
+        x = nn.functional.dropout(x, p=enc.dropout, training=enc.training)
+        keep = lengths_to_mask(out_lens, x.shape[1])
+        attn = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill(~keep, torch.finfo(x.dtype).min)
+        attn = attn[:, None, None, :]  # (B, 1, 1, T') additive, broadcast over queries
+        for layer in enc.layers:
+            x = layer(x, attn)
+            x = x[0] if isinstance(x, tuple) else x
+        return enc.layer_norm(x)
 
 
 @register_encoder("hubert", "wav2vec2", features="waveform")

@@ -1,12 +1,16 @@
 """Image and video interfaces: vision encoder + Q-Former (+ adapters, built in xllm.py).
 
 - Vision encoder: CLIP / SigLIP vision tower or any AutoModel image encoder (ViT) from a local
-  dir or hub id (frozen), or a random-init tiny CLIPVisionModel for the tiny preset (trained
-  in stage 1, so its weights are saved with the model).
+  dir or hub id (frozen), BLIP-2's own ViT (``vision_model.*``) when the path is a BLIP-2
+  checkpoint, or a random-init tiny CLIPVisionModel for the tiny preset (trained in stage 1,
+  so its weights are saved with the model).
 - Q-Former: transformers' ``Blip2QFormerModel`` cross-attending from learned queries to the
   vision features. BLIP-2 Q-Former weights (``qformer.*`` and ``query_tokens``) are read from
-  a BLIP-2 checkpoint when ``qformer.blip2_path`` is given; if the vision encoder's width
-  differs from the one BLIP-2 was trained with, a trainable linear projection bridges them.
+  ``qformer.blip2_path``, else from the vision encoder's checkpoint when that is a BLIP-2 one
+  (X-LLM's set-up: BLIP-2's ViT + Q-Former + queries, as trained together). The checkpoint's
+  Q-Former shape (and number of queries) replaces the config's, with a warning naming each
+  overridden key. On another vision encoder a BLIP-2 Q-Former reads features it was not
+  trained on, through a new (random) projection when the widths differ: also warned.
 - Video: N uniformly sampled frames, each through the vision encoder and the Q-Former with
   SEPARATE video queries (plus a learned per-frame embedding), concatenated in time.
 - Stage-1 image training: image-text contrastive loss against a small text encoder (mean of
@@ -14,6 +18,8 @@
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -33,6 +39,7 @@ class VisionEncoder(nn.Module):
         from xllm_cli.models.loading import resolve_pretrained
 
         self.feature_layer = cfg.feature_layer
+        self.blip2_dir = None  # a BLIP-2 checkpoint whose ViT this is (its Q-Former belongs with it)
         if cfg.path:
             model_dir = resolve_pretrained(str(cfg.path))
             mt = AutoConfig.from_pretrained(str(model_dir)).model_type
@@ -40,6 +47,9 @@ class VisionEncoder(nn.Module):
                 self.model = CLIPVisionModel.from_pretrained(str(model_dir))
             elif mt in ("siglip", "siglip_vision_model"):
                 self.model = SiglipVisionModel.from_pretrained(str(model_dir))
+            elif mt == "blip-2":
+                self.model = _blip2_vision_model(model_dir)
+                self.blip2_dir = model_dir
             else:
                 self.model = AutoModel.from_pretrained(str(model_dir))
             self.pretrained = True
@@ -68,23 +78,68 @@ class VisionEncoder(nn.Module):
         return out.hidden_states[self.feature_layer]
 
 
+def _blip2_vision_model(model_dir):
+    """BLIP-2's ViT alone: ``vision_model.*`` of the checkpoint (the language model is never read)."""
+    from transformers import Blip2Config
+    from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
+
+    from xllm_cli.models.loading import load_prefixed_state_dict
+
+    model = Blip2VisionModel(Blip2Config.from_pretrained(str(model_dir)).vision_config)
+    sd = load_prefixed_state_dict(model_dir, ["vision_model."])
+    if not sd:
+        raise XllmError(f"{model_dir}: no vision_model.* tensors in the BLIP-2 checkpoint")
+    missing, _ = model.load_state_dict(sd, strict=False)
+    if missing:
+        raise XllmError(f"{model_dir}: BLIP-2 vision tensors missing: {missing[:3]}")
+    return model.eval()
+
+
+# qformer.<key> -> the checkpoint's Q-Former config attribute that replaces it
+_BLIP2_OVERRIDES = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers",
+                    "num_heads": "num_attention_heads", "intermediate_size": "intermediate_size",
+                    "cross_attention_frequency": "cross_attention_frequency"}
+
+
+def _report_blip2_overrides(cfg: QFormerConfig, qcfg, num_queries: int, source) -> None:
+    from xllm_cli.console import log
+
+    pairs = [("num_queries", cfg.num_queries, num_queries)]
+    pairs += [(k, getattr(cfg, k), getattr(qcfg, a)) for k, a in _BLIP2_OVERRIDES.items()]
+    for key, ours, theirs in pairs:
+        if ours is not None and ours != theirs:
+            log.warning("qformer.%s: %s in the config, %s in the BLIP-2 checkpoint %s: using %s",
+                        key, ours, theirs, source, theirs)
+
+
 class QFormerInterface(nn.Module):
     """Q-Former with image queries and separate video queries."""
 
-    def __init__(self, vision_dim: int, cfg: QFormerConfig, load_weights: bool = True):
+    def __init__(self, vision_dim: int, cfg: QFormerConfig, load_weights: bool = True, vision_blip2_dir=None):
+        """``vision_blip2_dir``: the BLIP-2 checkpoint the vision encoder came from (its Q-Former is the default)."""
         super().__init__()
         from transformers import Blip2Config, Blip2QFormerConfig
         from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel
 
         from xllm_cli.models.loading import resolve_pretrained
 
-        blip2 = cfg.blip2_path
+        blip2 = cfg.blip2_path or vision_blip2_dir
         num_queries = cfg.num_queries
         if blip2:
             blip2_dir = resolve_pretrained(str(blip2), ["*.json", "*.safetensors"])
             full = Blip2Config.from_pretrained(str(blip2_dir))
             qcfg = full.qformer_config
             num_queries = int(full.num_query_tokens)
+            if load_weights:  # building from the checkpoint (a saved model's config already says so)
+                _report_blip2_overrides(cfg, qcfg, num_queries, blip2)
+                if vision_blip2_dir is None or Path(vision_blip2_dir).resolve() != Path(blip2_dir).resolve():
+                    from xllm_cli.console import log
+
+                    how = (f"through a new random {vision_dim}->{qcfg.encoder_hidden_size} projection"
+                           if qcfg.encoder_hidden_size != vision_dim else "directly")
+                    log.warning("qformer.blip2_path %s: its Q-Former was trained on BLIP-2's own ViT and reads "
+                                "this vision encoder's features %s; set vision_encoder.path to the BLIP-2 "
+                                "checkpoint to use its ViT", blip2, how)
         else:
             qcfg = Blip2QFormerConfig(
                 hidden_size=cfg.hidden_size,

@@ -25,9 +25,10 @@ from xllm_cli.errors import XllmError
 from xllm_cli.models.adapters import build_adapter
 from xllm_cli.models.cformer import CFormer
 from xllm_cli.models.config import DEFAULT_PROMPTS, default_prompt
-from xllm_cli.models.generation import EndAtLimit, greedy_generate
+from xllm_cli.models.generation import greedy_generate, hf_generate
 from xllm_cli.models.lm_loss import labelled_lm_loss
-from xllm_cli.models.llm import PromptFormatter, assemble, load_llm, mark_checkpointed_layers_training, resolve_dtype
+from xllm_cli.models.llm import (PromptFormatter, assemble, load_llm, load_llm_vocabulary,
+                                 mark_checkpointed_layers_training, resolve_dtype)
 from xllm_cli.models.outputs import LLMInputs, StepOutput
 from xllm_cli.models.speech_encoders import build_speech_encoder
 from xllm_cli.models.stage0 import stage0_loss
@@ -47,16 +48,21 @@ PRETRAINED_PREFIX = {"llm": "llm.", "speech_encoder": "speech_encoder.", "vision
 class XLLM(nn.Module):
     """Speech (C-Former) / image / video (Q-Former) interfaces in front of a causal LLM."""
 
-    def __init__(self, cfg: ModelConfig | dict, load_weights: bool = True):
+    def __init__(self, cfg: ModelConfig | dict, load_weights: bool = True, with_llm: bool = True):
+        """``with_llm=False`` (stage 1) loads the LLM's tokenizer and config only: ``self.llm`` is None."""
         super().__init__()
         # A plain mapping (tests, benches, older callers) is checked against the schema once.
         self.cfg: ModelConfig = parse_model(cfg) if isinstance(cfg, dict) else copy.deepcopy(cfg)
         cfg = self.cfg
         if not cfg.llm.path:
             raise XllmError("model.llm.path is not set (for the tiny preset: the stage-0 LM directory EXP/stage0/llm)")
-        self.llm, self.tokenizer = load_llm(cfg.llm.path, cfg.dtype, cfg.gradient_checkpointing,
-                                            cfg.llm.trust_remote_code)
-        hidden = self.llm.get_input_embeddings().weight.shape[1]
+        if with_llm:
+            self.llm, self.tokenizer = load_llm(cfg.llm.path, cfg.dtype, cfg.gradient_checkpointing,
+                                                cfg.llm.trust_remote_code)
+            hidden = self.llm.get_input_embeddings().weight.shape[1]
+        else:
+            self.llm = None
+            self.tokenizer, hidden = load_llm_vocabulary(cfg.llm.path, cfg.llm.trust_remote_code)
         vocab = len(self.tokenizer)
         frozen_dtype = resolve_dtype(cfg.dtype)
 
@@ -73,7 +79,8 @@ class XLLM(nn.Module):
             self.vision_encoder = VisionEncoder(cfg.vision_encoder)
             if self.vision_encoder.pretrained and frozen_dtype is not None:
                 self.vision_encoder.to(frozen_dtype)
-            self.qformer = QFormerInterface(self.vision_encoder.output_dim, cfg.qformer, load_weights)
+            self.qformer = QFormerInterface(self.vision_encoder.output_dim, cfg.qformer, load_weights,
+                                            self.vision_encoder.blip2_dir)
             qd = self.qformer.hidden_size
             self.image_adapter = build_adapter(cfg.image_adapter, qd, hidden)
             self.video_adapter = build_adapter(cfg.video_adapter, qd, hidden)
@@ -88,14 +95,15 @@ class XLLM(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, model_cfg: ModelConfig | dict, load_weights: bool = True) -> "XLLM":
+    def from_config(cls, model_cfg: ModelConfig | dict, load_weights: bool = True, with_llm: bool = True) -> "XLLM":
         """Build from the ``model:`` config section; pretrained parts load from their paths (no network if local)."""
-        return cls(model_cfg, load_weights=load_weights)
+        return cls(model_cfg, load_weights=load_weights, with_llm=with_llm)
 
     @property
     def device(self) -> torch.device:
         """Device of the trainable interfaces (where batches go)."""
-        return next(self.cformer.parameters() if self.cformer is not None else self.llm.parameters()).device
+        first = self.cformer if self.cformer is not None else self.llm if self.llm is not None else self
+        return next(first.parameters()).device
 
     def _group_members(self, name: str) -> list[nn.Module | nn.Parameter]:
         """The modules (and bare parameters) of one module group; see the module docstring."""
@@ -140,7 +148,8 @@ class XLLM(nn.Module):
         """Train ``train_modules`` (group names) on ``modalities`` in ``stage``; freeze everything else.
 
         The per-stage defaults are the X-LLM family's (``XLLM_FAMILY.configure_stage``). A
-        pretrained group made trainable is remembered, so that saved models keep its weights.
+        pretrained group made trainable is remembered, so that saved models keep its weights,
+        and its parameters become float32 whatever ``model.dtype`` loaded them in.
         """
         self.stage = stage
         self.modalities = set(modalities)
@@ -150,6 +159,10 @@ class XLLM(nn.Module):
             params = self._group_params(name)
             for p in params:
                 p.requires_grad_(True)
+                if p.is_floating_point() and p.dtype != torch.float32:
+                    # a pretrained part loaded in model.dtype (bf16) that now trains: fp32 master
+                    # weights (autocast does the bf16 compute); bf16 updates would round away
+                    p.data = p.data.float()
             if params and self.is_pretrained(name):
                 self.trained_pretrained.add(name)
         se = self.speech_encoder
@@ -209,6 +222,8 @@ class XLLM(nn.Module):
     def forward(self, batch: Batch, stage: int | None = None) -> StepOutput:
         """Loss of one batch for ``stage`` (default: the configured stage)."""
         stage = self.stage if stage is None else stage
+        if stage != 1 and self.llm is None:
+            raise XllmError(f"stage {stage} needs the LLM: this model was built without it (stage 1 only)")
         if stage == 0:
             return self._lm_step(batch)
         if batch.texts is None:
@@ -372,45 +387,8 @@ class XLLM(nn.Module):
             result = greedy_generate(self.llm, emb, mask, pos, limits, eos_ids)
             texts = [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in result.tokens]
             return [[(text, score)] for text, score in zip(texts, result.scores)]
-        num_return_sequences = max(1, min(num_return_sequences, num_beams))
-        extra = {"position_ids": pos} if self.align_slot else {}
-        if len(set(limits)) > 1 and eos is not None:
-            from transformers import LogitsProcessorList
-
-            extra["logits_processor"] = LogitsProcessorList([EndAtLimit(limits, num_beams, eos)])
-        out = self.llm.generate(
-            inputs_embeds=emb,
-            attention_mask=mask,
-            max_new_tokens=max(limits),
-            num_beams=num_beams,
-            num_return_sequences=num_return_sequences,
-            do_sample=False,
-            output_scores=True,
-            return_dict_in_generate=True,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=eos_ids,
-            repetition_penalty=repetition_penalty,
-            length_penalty=length_penalty,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            **extra,
-        )
-        seqs = out.sequences
-        if num_beams > 1:
-            scores = out.sequences_scores.float().tolist()
-        else:
-            trans = self.llm.compute_transition_scores(seqs, out.scores, normalize_logits=True).float()
-            valid = torch.ones_like(seqs, dtype=torch.bool)[:, : trans.shape[1]]
-            # tokens after the first EOS are padding
-            is_eos = torch.isin(seqs[:, : trans.shape[1]], torch.tensor(eos_ids, device=seqs.device))
-            after = (is_eos.long().cumsum(1) - is_eos.long()) > 0
-            valid = valid & ~after
-            trans = trans.masked_fill(~valid | ~torch.isfinite(trans), 0.0)
-            scores = (trans.sum(1) / valid.sum(1).clamp(min=1)).tolist()
-        texts = self.tokenizer.batch_decode(seqs, skip_special_tokens=True)
-        n = num_return_sequences
-        return [[(texts[b * n + i].strip(), float(scores[b * n + i])) for i in range(n)] for b in range(len(inputs))]
+        return hf_generate(self.llm, self.tokenizer, inputs, limits, eos_ids, num_beams, num_return_sequences,
+                           repetition_penalty, length_penalty, aligned=bool(self.align_slot))
 
     def _token_limits(self, max_new_tokens: int | list[int] | None, batch_size: int,
                       speech_tokens: list[int] | None) -> list[int]:

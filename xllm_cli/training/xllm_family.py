@@ -123,17 +123,23 @@ class XLLMFamily(ModelFamily):
         return ck.stage_model_dir(exp, 2)
 
     # ------------------------------------------------------------------ building, saving
-    def build_model(self, model_cfg: ModelConfig, init: Path | None):
+    @staticmethod
+    def needs_llm(stage: int, train_modules: list[str] | None) -> bool:
+        """Stage 1 uses only the LLM's vocabulary (C-Former classes, ITC text): no weights to load."""
+        return stage != 1 or "llm" in (train_modules or [])
+
+    def build_model(self, model_cfg: ModelConfig, init: Path | None, with_llm: bool = True):
         """A fresh model (pretrained parts from their paths), or the previous stage's in ``init``.
 
         Building from the recipe (not from ``init/config.yaml``) keeps options that only take
-        effect at construction (prompts, position alignment) as the recipe says.
+        effect at construction (prompts, position alignment) as the recipe says. ``with_llm``
+        false (stage 1, see :meth:`needs_llm`) loads the LLM's tokenizer only.
         """
         from ..models.xllm import XLLM
 
         if init is None:
-            return XLLM.from_config(model_cfg)
-        model = XLLM.from_config(model_cfg, load_weights=False)
+            return XLLM.from_config(model_cfg, with_llm=with_llm)
+        model = XLLM.from_config(model_cfg, load_weights=False, with_llm=with_llm)
         weights = ck.load_weights(init / ck.MODEL_FILE)
         ck.load_into(model, weights, init / ck.MODEL_FILE)
         model.keep_saved_pretrained(weights)  # e.g. a fine-tuned encoder stays in the saved models

@@ -104,7 +104,7 @@ def run_xllm_stage(family, recipe: Recipe, req: StageRequest, dist: DistInfo, op
     init = family.init_model_dir(req.exp, stage, req.modality)
     if init is not None and not (init / ck.MODEL_FILE).is_file():
         raise XllmError(f"{init}: the previous stage's model is missing (train stage {stage - 1} first)")
-    model = family.build_model(model_cfg, init)
+    model = family.build_model(model_cfg, init, with_llm=family.needs_llm(stage, recipe.stage(stage).train_modules))
     if init is not None and dist.is_main:
         log.info("stage %d starts from %s", stage, init)
     modality = family.stage_modality(stage, req.modality, bool(image_dirs))
