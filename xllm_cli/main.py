@@ -70,8 +70,10 @@ def main(
     if debug:
         _state["debug"] = True
     from .console import setup_logging
+    from .plugins import load_plugins
 
     setup_logging(verbose=_state["debug"])  # commands with a log file call it again with the file
+    load_plugins()  # registries of families, encoders and decoding systems from XLLM_PLUGINS
 
 
 for _name in COMMAND_MODULES:

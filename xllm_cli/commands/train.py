@@ -49,13 +49,11 @@ def train(
     from ..locks import exclusive
     from ..training.checkpoint import stage_dir
     from ..training.distributed import relaunch_under_torchrun, under_torchrun
-    from ..training.family import load_plugins
     from ..training.stage_data import StageRequest
     from ..training.stages import check_request
     from ..trust import allow_remote_code
 
     allow_remote_code(trust_remote_code)
-    load_plugins()  # model families outside xllm register their model: sections
     # Parsed (unknown keys, wrong types) before any work or any process starts.
     recipe = parse_recipe(load_recipe(config, overrides or []), source=str(config))
     req = StageRequest(stage, exp, modality, resume, seed, max_steps)

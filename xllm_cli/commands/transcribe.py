@@ -46,9 +46,9 @@ def transcribe(
     window as faster-whisper does (language detected per file unless
     --language), and its own timestamps make the segments.
 
-    Examples:
-      xllm transcribe --exp exp/mini talk.mp4 --format srt --out subs/
-      xllm transcribe --whisper models/whisper-base-ct2 lecture.mp3 --beam 5 --format json --word-timestamps
+    Example (Whisper baseline): xllm transcribe --whisper models/whisper-base-ct2 lecture.mp3 --beam 5 --format json --word-timestamps
+
+    Example: xllm transcribe --exp exp/mini talk.mp4 --format srt --out subs/
     """
     from ..console import setup_logging
     from ..decoding.transcribe import TranscribeOptions, run_transcribe

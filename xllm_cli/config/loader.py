@@ -54,25 +54,31 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml_mapping(path: str | Path, what: str | None = "recipe") -> dict:
+    """A YAML file that must hold a mapping ({} when empty); every problem is one line naming the file.
+
+    The one reader of xllm's YAML: recipes here, saved ``config.yaml`` files in
+    :mod:`xllm_cli.config.saved`. ``what`` names the kind of file in the messages.
+    """
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise XllmError(f"{path}: recipe not found") from None
+        raise XllmError(f"{path}: {what + ' ' if what else ''}not found") from None
     except UnicodeDecodeError as e:
-        raise at(path, None, f"not UTF-8 ({e.reason} at byte {e.start})") from None
+        raise at(path, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise at(path, None, f"cannot read: {e.strerror}") from None
+        raise at(path, None, f"cannot read ({e.strerror or type(e).__name__})") from None
     try:
         data = safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise at(path, mark.line + 1 if mark is not None else None, f"bad YAML: {problem}") from None
+        problem = " ".join(str(getattr(e, "problem", None) or str(e).splitlines()[0]).split())
+        raise at(path, mark.line + 1 if mark is not None else None, f"invalid YAML: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise at(path, 1, f"a recipe must be a YAML mapping (key: value), not a {type(data).__name__}")
+        raise at(path, 1, f"a {what or 'config'} must be a YAML mapping (key: value), not a {type(data).__name__}")
     return data
 
 
@@ -82,7 +88,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> dict:
     if resolved in stack:
         chain = " -> ".join(str(p) for p in (*stack, resolved))
         raise at(path, None, f"include cycle: {chain}")
-    data = _read_yaml(path)
+    data = read_yaml_mapping(path)
     includes = data.pop("include", None) or []
     if isinstance(includes, str):
         includes = [includes]

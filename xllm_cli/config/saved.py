@@ -22,7 +22,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import XllmError, at
+from ..errors import XllmError
+from .loader import read_yaml_mapping
 
 CONFIG = "config.yaml"
 
@@ -32,28 +33,7 @@ MODEL_PATHS = (("llm", "path"), ("speech_encoder", "path"), ("vision_encoder", "
 
 def read_config(path: str | Path) -> dict:
     """A saved ``config.yaml`` as a dict ({} when empty); one-line errors naming the file."""
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise XllmError(f"{path}: not found") from None
-    except UnicodeDecodeError as e:
-        raise at(path, None, f"not valid UTF-8 (byte {e.start})") from None
-    except OSError as e:
-        raise at(path, None, f"cannot read ({e.strerror or type(e).__name__})") from None
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())
-        raise at(path, mark.line + 1 if mark is not None else None, f"invalid YAML: {problem}") from None
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, dict):
-        raise at(path, 1, f"expected a mapping of options, not a {type(cfg).__name__}")
-    return cfg
+    return read_yaml_mapping(path, what=None)
 
 
 def _map_paths(model: Any, change: Callable[[str], str]) -> Any:

@@ -88,6 +88,7 @@ class CFormerConfig:
     quantity_weight: float = 1.0  # stage 1
     ctc_weight: float = 0.0  # stage 1: CTC on the encoder output (0 = no CTC head)
     stage2_quantity_weight: float = 0.1  # stages 2-3 while the C-Former trains
+    vocab: Literal["full", "train_text"] = "full"  # classes: every LLM token, or only those in stage 1's training text
 
 
 @dataclass

@@ -34,16 +34,8 @@ from pathlib import Path
 from ..console import log
 from ..data.durations import wav_duration
 from ..errors import XllmError, at
-from .aishell import (
-    PrepReport,
-    audio_durations,
-    iter_id_lines,
-    parse_transcript,
-    report_orphans,
-    set_stats,
-    speaker_of,
-    write_sets,
-)
+from .aishell import iter_id_lines, parse_transcript, speaker_of
+from .common import PrepReport, audio_durations, report_orphans, set_stats, write_sets
 from .archive import safe_extract
 
 TRAIN_SETS = {"data": "train", "dev": "dev", "test": "test"}

@@ -32,7 +32,7 @@ from typing import Sequence
 from ..console import log
 from ..data.tables import decode_line, split_lines
 from ..errors import XllmError, at, require_dir, require_file
-from .aishell import PrepReport, audio_durations, clean_text, report_orphans, set_stats
+from .common import PrepReport, audio_durations, clean_text, report_orphans, set_stats
 
 DEFAULT_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "wma", "webm", "mp4", "mkv")
 _UNSAFE = re.compile(r"[^\w.\-]+")

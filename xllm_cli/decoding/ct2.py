@@ -90,6 +90,8 @@ def find_llm_dir(exp: str | Path, stage: int | None = None) -> Path:
 def _converter(model_dir: Path, copy_files: list[str]):
     import ctranslate2
 
+    from ..trust import remote_code_allowed
+
     class Converter(ctranslate2.converters.TransformersConverter):
         """Loads the tokenizer the way xllm does, so a char-level tokenizer is not replaced by
         the model type's default tokenizer class."""
@@ -101,7 +103,10 @@ def _converter(model_dir: Path, copy_files: list[str]):
                 return super().load_tokenizer(tokenizer_class, model_name_or_path, **kwargs)
             return load_tokenizer(model_name_or_path)
 
-    return Converter(str(model_dir), copy_files=copy_files, low_cpu_mem_usage=True)
+    # The converter imports the model with transformers: a folder's own code runs only with
+    # --trust-remote-code (xllm_cli.trust), as for every other load.
+    return Converter(str(model_dir), copy_files=copy_files, low_cpu_mem_usage=True,
+                     trust_remote_code=remote_code_allowed())
 
 
 def convert_to_ct2(model_dir: str | Path, out_dir: str | Path, quantization: str = "int8",

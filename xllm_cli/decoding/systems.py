@@ -19,6 +19,7 @@ ctranslate2 are imported lazily).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Optional
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 NO_TRAINED_STAGE_HINT = "train one, or give --stage / --mode nar"
 
 
-class DecodingSystem:
+class DecodingSystem(ABC):
     """The common interface of the decoding systems."""
 
     name: ClassVar[str] = ""
@@ -54,22 +55,22 @@ class DecodingSystem:
         return cls.name
 
     @classmethod
+    @abstractmethod
     def model_file(cls, opts: "DecodeOptions", stage: Optional[int]) -> Path:
         """The file whose identity (path, size, mtime) the results depend on (``fingerprint.json``)."""
-        raise NotImplementedError
 
     # -- decoding (the model is loaded by __init__)
     def __init__(self, opts: "DecodeOptions", stage: Optional[int]) -> None:
         self.opts = opts
         self.stage = stage
 
+    @abstractmethod
     def batches(self, utts: list[Any]) -> Iterator[Any]:
         """Batches with ``.utt_ids`` and ``.durations`` in decoding order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def decode(self, batch: Any) -> list["NBest"]:
         """An n-best list per utterance of the batch, best first."""
-        raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------- the X-LLM model
@@ -178,7 +179,8 @@ def system_for(opts: "DecodeOptions") -> type[DecodingSystem]:
     return SYSTEMS["whisper" if opts.whisper is not None else opts.mode]
 
 
-SYSTEMS["whisper"] = _whisper_system()
+# whisper_system.py subclasses DecodingSystem, so it is registered once this module is defined
+WhisperSystem = SYSTEMS["whisper"] = _whisper_system()
 
 
 def build_decoder(opts: "DecodeOptions", stage: Optional[int]) -> DecodingSystem:

@@ -84,7 +84,8 @@ class XLLM(nn.Module):
             qd = self.qformer.hidden_size
             self.image_adapter = build_adapter(cfg.image_adapter, qd, hidden)
             self.video_adapter = build_adapter(cfg.video_adapter, qd, hidden)
-            self.itc = TextEncoderITC(vocab, qd, cfg.itc.embed_dim, cfg.itc.temperature)
+            itc_vocab = vocab if self._cformer_vocab() is None else self.cformer.num_classes
+            self.itc = TextEncoderITC(itc_vocab, qd, cfg.itc.embed_dim, cfg.itc.temperature)
 
         # tiny preset: speech vectors share the positions of the answer tokens (see llm.assemble)
         self.align_slot = "speech" if cfg.llm.align_speech_positions else None
@@ -191,6 +192,44 @@ class XLLM(nn.Module):
                             mark_checkpointed_layers_training(m, True)
         return self
 
+    # ------------------------------------------------------------------ C-Former vocabulary subset
+    def _cformer_vocab(self) -> torch.Tensor | None:
+        """The C-Former's class -> LLM id map (``cformer.vocab: train_text``); None: the full vocabulary."""
+        return self.cformer.vocab_ids if self.cformer is not None else None
+
+    def fit_cformer_vocab(self, texts) -> int | None:
+        """``cformer.vocab: train_text``: the C-Former's classes (and the ITC text embedding) become the
+        token ids of ``texts``, stage 1's training text. Returns their number (None: full vocabulary)."""
+        if self._cformer_vocab() is None:
+            return None
+        ids = sorted({i for t in self._text_ids(list(texts)) for i in t})
+        self._set_cformer_vocab(torch.tensor(ids, dtype=torch.long))
+        return len(ids)
+
+    def adopt_saved_shapes(self, state) -> None:
+        """Before loading ``state``: size the subset classes as its saved ``cformer.vocab_ids`` say."""
+        ids, own = state.get("cformer.vocab_ids"), self._cformer_vocab()
+        if ids is not None and own is not None and ids.shape != own.shape:
+            self._set_cformer_vocab(ids)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.adopt_saved_shapes(state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _set_cformer_vocab(self, ids: torch.Tensor) -> None:
+        self.cformer.set_vocab(ids)
+        if self.itc is not None:  # same classes; its embedding is as trainable as before
+            old = self.itc.text_embed
+            self.itc.text_embed = nn.Embedding(self.cformer.num_classes, old.embedding_dim).to(old.weight.device)
+            self.itc.text_embed.weight.requires_grad_(old.weight.requires_grad)
+
+    def _class_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of ``texts`` as C-Former classes (the LLM ids themselves with the full vocabulary)."""
+        ids = self._text_ids(texts)
+        if self._cformer_vocab() is None:
+            return ids
+        return [self.cformer.classes(torch.tensor(t, dtype=torch.long)).tolist() for t in ids]
+
     # ------------------------------------------------------------------ pieces
     def _text_ids(self, texts: list[str]) -> list[list[int]]:
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -255,7 +294,7 @@ class XLLM(nn.Module):
             sel = img.nonzero().flatten().tolist()
             q = self._image_queries(batch.images[img])
             texts = [batch.texts[i] for i in sel]
-            itc = self.itc.loss(q, self._text_ids(texts), texts)
+            itc = self.itc.loss(q, self._class_ids(texts), texts)
             total = itc if total is None else total + itc
             logs["itc"] = float(itc.detach())
         if total is None:

@@ -61,7 +61,8 @@ def average_stage(exp: str | Path, stage: int, num: int, modality: str = "speech
     best = sdir / "best"
     if not (best / ck.MODEL_FILE).is_file():
         raise XllmError(f"{best}: no best model (has the stage finished a validation?)")
-    from .family import get_family, load_plugins
+    from ..plugins import load_plugins
+    from .family import get_family
 
     load_plugins()  # a family outside xllm registers its model: section
     model_cfg = load_stage_recipe(exp, stage, modality, required=True).model

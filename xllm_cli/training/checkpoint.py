@@ -125,6 +125,9 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
     """Copy ``state`` into ``model`` (a subset of its keys); unknown keys or shapes are errors."""
+    adopt = getattr(model, "adopt_saved_shapes", None)
+    if adopt is not None:  # parts sized by the data they were trained on (XLLM: cformer.vocab train_text)
+        adopt(state)
     own = model.state_dict()
     unknown = [k for k in state if k not in own]
     if unknown:

@@ -23,34 +23,35 @@ toy family does (tests/toy_family.py; docs/extending.md)::
 
     register_family("mine", MyFamily())   # recipes select it with model: {type: mine}
 
-``xllm train`` and ``xllm average`` (and the torchrun workers) import the modules listed
-in the ``XLLM_PLUGINS`` environment variable (comma-separated, :func:`load_plugins`) before
-parsing a recipe, so a family outside this package needs no change here.
+Every ``xllm`` command (and the torchrun workers) imports the modules listed in the
+``XLLM_PLUGINS`` environment variable (:mod:`xllm_cli.plugins`) before parsing a recipe,
+so a family outside this package needs no change here.
 """
 
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 import os
 from pathlib import Path
 
 import torch
 
 from ..errors import XllmError
+from ..plugins import PLUGINS_ENV, load_plugins
 from . import checkpoint as ck
 from .distributed import DistInfo
 from .stage_data import StageRequest
 from ..config.schema import Recipe, TrainOptions
 from .trainer import DataSource, DecodeFn, Trainer, TrainState
 
-PLUGINS_ENV = "XLLM_PLUGINS"
 DEFAULT_FAMILY = "xllm"
 # Families of this package, imported on first use (they pull in torch/transformers models).
 _BUILTIN = {"xllm": "xllm_cli.training.xllm_family"}
 _FAMILIES: dict[str, "ModelFamily"] = {}
 
 
-class ModelFamily:
+class ModelFamily(ABC):
     """One kind of model's stages. Override :meth:`run_stage`, or the pieces it calls.
 
     The default :meth:`run_stage` seeds, builds the model and its data (:meth:`build`),
@@ -69,20 +70,24 @@ class ModelFamily:
 
     def build(self, recipe: Recipe, req: StageRequest, dist: DistInfo,
               opts: TrainOptions) -> tuple[torch.nn.Module, DataSource]:
-        """The stage's model (``forward(batch, stage)`` -> ``.loss``, ``.logs``) and its data."""
-        raise NotImplementedError(f"{type(self).__name__}.build")
+        """The stage's model (``forward(batch, stage)`` -> ``.loss``, ``.logs``) and its data.
+
+        Needed by the default :meth:`run_stage` only: a family that overrides
+        ``run_stage`` (as X-LLM's does, stage by stage) may leave it out.
+        """
+        raise TypeError(f"{type(self).__name__} must define build() or override run_stage()")
 
     def decode_fn(self, recipe: Recipe, stage: int) -> DecodeFn | None:
         """Greedy decoding of a batch for the validation CER (None: loss only)."""
         return None
 
+    @abstractmethod
     def save_model(self, model: torch.nn.Module, model_cfg, out_dir: Path, exp: Path | None = None) -> None:
         """Write a model directory (``best/``, ``averaged/``); paths inside ``exp`` are saved relative."""
-        raise NotImplementedError(f"{type(self).__name__}.save_model")
 
+    @abstractmethod
     def load_model(self, model_dir: Path) -> torch.nn.Module:
         """Read back what :meth:`save_model` wrote."""
-        raise NotImplementedError(f"{type(self).__name__}.load_model")
 
     def run_stage(self, recipe: Recipe, req: StageRequest, dist: DistInfo, opts: TrainOptions) -> TrainState:
         """Train one stage in ``EXP/stageN`` and return the trainer's final state."""
@@ -100,18 +105,6 @@ class ModelFamily:
 def register_family(name: str, family: ModelFamily) -> None:
     """Make ``family`` the one recipes with ``model: {type: <name>}`` train (replaces an earlier one)."""
     _FAMILIES[name] = family
-
-
-def load_plugins() -> None:
-    """Import the modules named in ``XLLM_PLUGINS``: their families and ``model:`` dataclasses register.
-
-    Called before a recipe or a saved config is parsed, since ``model.type`` must be known then.
-    """
-    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise XllmError(f"{PLUGINS_ENV}: cannot import {module} ({e})") from None
 
 
 def get_family(model_type: str | None) -> ModelFamily:

@@ -105,6 +105,12 @@ def run_xllm_stage(family, recipe: Recipe, req: StageRequest, dist: DistInfo, op
     if init is not None and not (init / ck.MODEL_FILE).is_file():
         raise XllmError(f"{init}: the previous stage's model is missing (train stage {stage - 1} first)")
     model = family.build_model(model_cfg, init, with_llm=family.needs_llm(stage, recipe.stage(stage).train_modules))
+    if init is None and hasattr(model, "fit_cformer_vocab"):
+        from ..data.dataset import load_utterances
+
+        n = model.fit_cformer_vocab(u.text or "" for u in load_utterances(train_dirs + image_dirs))
+        if n is not None and dist.is_main:
+            log.info("cformer.vocab train_text: %d token ids of the training text (+1 for any other)", n)
     if init is not None and dist.is_main:
         log.info("stage %d starts from %s", stage, init)
     modality = family.stage_modality(stage, req.modality, bool(image_dirs))
