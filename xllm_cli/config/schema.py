@@ -40,16 +40,17 @@ class LLMConfig:
 class LLMInitConfig:
     """Stage 0: a random-init causal LM with a char tokenizer built from the training text."""
 
-    model_type: Literal["qwen2", "llama"] = "qwen2"
-    hidden_size: int = 160
-    num_layers: int = 3
-    num_heads: int = 4
+    model_type: Literal["qwen2", "llama"] = "qwen2"  # architecture of the random-init LM
+    hidden_size: int = 160  # embedding and hidden width
+    num_layers: int = 3  # transformer layers
+    num_heads: int = 4  # attention heads
     num_kv_heads: int | None = None  # null = num_heads
     intermediate_size: int | None = None  # null = 3 * hidden_size
-    max_position_embeddings: int = 512
-    tie_word_embeddings: bool = True
-    attention_dropout: float = 0.0
-    stage0_tasks: dict[str, float] = field(default_factory=lambda: {"lm": 0.2, "asr": 0.6, "image_asr": 0.2})
+    max_position_embeddings: int = 512  # longest sequence
+    tie_word_embeddings: bool = True  # share input and output embeddings
+    attention_dropout: float = 0.0  # dropout on attention weights
+    stage0_tasks: dict[str, float] = field(  # mix of tasks: plain LM, copy the speech slot, copy with an image
+        default_factory=lambda: {"lm": 0.2, "asr": 0.6, "image_asr": 0.2})
     stage0_noise: float = 0.0  # substitution rate in the copied slot
 
 
@@ -57,20 +58,20 @@ class LLMInitConfig:
 class SpeechEncoderConfig:
     """The speech encoder; ``type`` names an entry of the encoder registry (docs/extending.md)."""
 
-    type: str = "conformer"
+    type: str = "conformer"  # an encoder of the registry: conformer, whisper, hubert, wav2vec2
     path: str | None = None  # pretrained encoders (whisper, hubert, wav2vec2): HF directory or hub id
     finetune: bool = False  # train a pretrained encoder in stage 1 (frozen otherwise)
     whisper_pad_to_30s: bool = False  # whisper: pad every input to 30 s as Whisper was trained; false = real length
     # Conformer trained from scratch:
-    input_dim: int = 80
-    subsampling: Literal[4, 6, 8] = 4
+    input_dim: int = 80  # fbank bins the Conformer reads
+    subsampling: Literal[4, 6, 8] = 4  # frame-rate reduction of the Conv2d front end
     subsampling_channels: int | None = None  # Conv2d front-end channels; null = d_model
-    d_model: int = 144
-    num_layers: int = 4
-    num_heads: int = 4
+    d_model: int = 144  # Conformer width
+    num_layers: int = 4  # Conformer blocks
+    num_heads: int = 4  # attention heads
     ffn_dim: int | None = None  # null = 4 * d_model
-    conv_kernel: int = 15
-    dropout: float = 0.1
+    conv_kernel: int = 15  # depthwise convolution kernel
+    dropout: float = 0.1  # dropout in the Conformer blocks
 
 
 @dataclass
@@ -78,12 +79,12 @@ class CFormerConfig:
     """CIF + transformer layers: one vector per output token."""
 
     d_model: int | None = None  # null = the encoder's output size
-    num_layers: int = 2
-    num_heads: int = 4
+    num_layers: int = 2  # transformer layers after the CIF
+    num_heads: int = 4  # attention heads
     ffn_dim: int | None = None  # null = 4 * d_model
-    dropout: float = 0.1
+    dropout: float = 0.1  # dropout in the predictor and the layers
     conv_kernel: int = 3  # CIF weight predictor's Conv1d
-    cif_threshold: float = 1.0
+    cif_threshold: float = 1.0  # accumulated weight at which the CIF fires a token
     tail_threshold: float = 0.5  # inference: a tail residue above this fires one last token
     quantity_weight: float = 1.0  # stage 1
     ctc_weight: float = 0.0  # stage 1: CTC on the encoder output (0 = no CTC head)
@@ -95,7 +96,7 @@ class CFormerConfig:
 class AdapterConfig:
     """Interface output -> LLM embedding space."""
 
-    type: Literal["linear", "mlp"] = "linear"
+    type: Literal["linear", "mlp"] = "linear"  # linear, or a two-layer MLP
     hidden: int | None = None  # mlp hidden size; null = the LLM's hidden size
 
 
@@ -104,11 +105,11 @@ class VisionInitConfig:
     """A random-init CLIP vision tower (when vision_encoder.path is null)."""
 
     image_size: int | None = None  # null = vision_encoder.image_size
-    patch_size: int = 8
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
+    patch_size: int = 8  # ViT patch size
+    hidden_size: int = 64  # ViT width
+    intermediate_size: int = 128  # ViT MLP width
+    num_layers: int = 2  # ViT layers
+    num_heads: int = 4  # attention heads
 
 
 @dataclass
@@ -117,23 +118,23 @@ class VisionEncoderConfig:
 
     path: str | None = None  # HF directory or hub id; null = random-init tower from ``init``
     feature_layer: int = -1  # hidden layer whose patch features the Q-Former reads (-2 = penultimate)
-    finetune: bool = False
+    finetune: bool = False  # train a pretrained vision encoder in stage 1 (frozen otherwise)
     image_size: int | None = None  # random-init tower: input size (null = init.image_size, else 64)
-    init: VisionInitConfig = field(default_factory=VisionInitConfig)
+    init: VisionInitConfig = field(default_factory=VisionInitConfig)  # the random-init tower's shape
 
 
 @dataclass
 class QFormerConfig:
     """BLIP-2 style Q-Former with learned queries, for images and video frames."""
 
-    num_queries: int = 32
+    num_queries: int = 32  # learned queries per image
     num_video_queries: int | None = None  # null = num_queries
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
+    hidden_size: int = 768  # Q-Former width
+    num_layers: int = 12  # Q-Former layers
+    num_heads: int = 12  # attention heads
     intermediate_size: int | None = None  # null = 4 * hidden_size
-    cross_attention_frequency: int = 1
-    dropout: float = 0.1
+    cross_attention_frequency: int = 1  # a cross-attention to the vision features every N layers
+    dropout: float = 0.1  # dropout in the Q-Former
     max_frames: int = 32  # video: learned frame embeddings (>= data.batch.num_frames)
     blip2_path: str | None = None  # a BLIP-2 checkpoint to initialise the Q-Former and queries from
 
@@ -142,28 +143,28 @@ class QFormerConfig:
 class ITCConfig:
     """Stage 1 image-text contrastive head."""
 
-    embed_dim: int = 128
-    temperature: float = 0.07
+    embed_dim: int = 128  # shared image-text embedding size
+    temperature: float = 0.07  # softmax temperature of the contrastive loss
 
 
 @dataclass
 class ModelConfig:
     """``model:``: the X-LLM family (``type: xllm``)."""
 
-    type: str = "xllm"
+    type: str = "xllm"  # the model family (training/family.py registry)
     dtype: str | None = None  # frozen parts' dtype (float32, bfloat16, float16); null = float32
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute the frozen LLM's layers in the backward pass (less memory)
     max_new_tokens: int = 64  # generation bound when no speech gives one
-    llm: LLMConfig = field(default_factory=LLMConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)  # the frozen causal LLM
     llm_init: LLMInitConfig | None = None  # stage 0 only
-    speech_encoder: SpeechEncoderConfig | None = None
-    cformer: CFormerConfig = field(default_factory=CFormerConfig)
-    speech_adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    vision_encoder: VisionEncoderConfig | None = None
-    qformer: QFormerConfig = field(default_factory=QFormerConfig)
-    image_adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    video_adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    itc: ITCConfig = field(default_factory=ITCConfig)
+    speech_encoder: SpeechEncoderConfig | None = None  # null = no speech input
+    cformer: CFormerConfig = field(default_factory=CFormerConfig)  # CIF + transformer layers
+    speech_adapter: AdapterConfig = field(default_factory=AdapterConfig)  # C-Former output -> LLM embeddings
+    vision_encoder: VisionEncoderConfig | None = None  # null = no image or video input
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)  # learned queries over the vision features
+    image_adapter: AdapterConfig = field(default_factory=AdapterConfig)  # Q-Former output -> LLM embeddings (images)
+    video_adapter: AdapterConfig = field(default_factory=AdapterConfig)  # Q-Former output -> LLM embeddings (video)
+    itc: ITCConfig = field(default_factory=ITCConfig)  # stage 1 image-text contrastive head
     prompts: dict[str, str] = field(default_factory=dict)  # task -> instruction; merged over X-LLM's defaults
 
 
@@ -196,9 +197,9 @@ class FeaturesConfig:
     """``features:``: front end for encoders trained from scratch (pretrained ones bring their own)."""
 
     num_mel_bins: int | None = None  # null = speech_encoder.input_dim (fbank) or 80 (Whisper)
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
-    dither: float = 0.0
+    frame_length_ms: float = 25.0  # fbank window
+    frame_shift_ms: float = 10.0  # fbank hop
+    dither: float = 0.0  # fbank dither (0 = deterministic features)
     normalize: bool = True  # waveform encoders: zero mean, unit variance per utterance
     cmvn_max_utts: int | None = None  # global CMVN from at most this many training utterances (null = all)
 
@@ -207,10 +208,10 @@ class FeaturesConfig:
 class SpecAugmentConfig:
     """SpecAugment masks (training only)."""
 
-    enabled: bool = True
-    num_freq_masks: int = 2
+    enabled: bool = True  # false turns the masks off
+    num_freq_masks: int = 2  # frequency masks per utterance
     freq_mask_width: int = 10  # each frequency mask is [0, F) bins wide
-    num_time_masks: int = 2
+    num_time_masks: int = 2  # time masks per utterance
     time_mask_width: int = 40  # each time mask is [0, T) frames wide ...
     time_mask_ratio: float = 0.1  # ... and at most this fraction of the utterance
 
@@ -225,17 +226,17 @@ class BatchConfig:
     min_duration: float = 0.0  # training: drop shorter utterances, fastest speed_perturb version (0 = no limit)
     max_duration: float = 0.0  # training: drop longer utterances, slowest speed_perturb version (0 = no limit)
     num_workers: int = 0  # DataLoader worker processes
-    prefetch_factor: int = 2
+    prefetch_factor: int = 2  # batches prepared ahead per worker
     pool_size: int = 2000  # utterances per shuffled pool sorted by length (0 = whole set)
     shuffle: bool = True  # training only
     speed_perturb: bool | list[float] = False  # true = [0.9, 1.0, 1.1]
     spec_augment: bool | SpecAugmentConfig = False  # true = defaults
-    use_audio: bool = True
-    use_images: bool = True
-    use_video: bool = True
+    use_audio: bool = True  # compute speech features (false for image-caption batches)
+    use_images: bool = True  # load image.scp images
+    use_video: bool = True  # load video.scp frames
     num_frames: int = 8  # video frames sampled uniformly per clip, in training and decoding
     require_text: bool | None = None  # null = true in training
-    pin_memory: bool = False
+    pin_memory: bool = False  # page-locked batches for faster host-to-GPU copies (CUDA only)
     max_batch_chars: int = 4000  # text-only loader: characters per batch
 
 
@@ -244,7 +245,7 @@ class DataConfig:
     """``data:``."""
 
     dir: str = "data"  # data directory names in stage sections are relative to this
-    batch: BatchConfig = field(default_factory=BatchConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)  # data-pipeline options (below)
 
 
 # ---------------------------------------------------------------- stages
@@ -254,39 +255,39 @@ class DataConfig:
 class SplitData:
     """Train and dev data directories of one modality (stage 2)."""
 
-    train: DataNames = field(default_factory=list)
-    dev: DataNames = field(default_factory=list)
+    train: DataNames = field(default_factory=list)  # training data directories
+    dev: DataNames = field(default_factory=list)  # dev data directories
 
 
 @dataclass
 class StageData:
     """``stageN.data:``."""
 
-    train: DataNames = field(default_factory=list)
-    dev: DataNames = field(default_factory=list)
+    train: DataNames = field(default_factory=list)  # training data directories
+    dev: DataNames = field(default_factory=list)  # dev data directories (validation loss and CER)
     image_train: DataNames = field(default_factory=list)  # stage 1: image-text data for the Q-Former
     speech: SplitData | None = None  # stage 2: per modality (xllm train --stage 2 --modality ...)
-    image: SplitData | None = None
-    video: SplitData | None = None
+    image: SplitData | None = None  # stage 2: image-text data
+    video: SplitData | None = None  # stage 2: video-text data
 
 
 @dataclass
 class TrainOptions:
     """The optimiser and loop options of one stage (flat in ``stageN:``)."""
 
-    epochs: int = 1
+    epochs: int = 1  # passes over the training data
     max_steps: int | None = None  # stop after this many optimizer updates (also caps the schedule)
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    scheduler: Literal["cosine", "noam", "linear", "constant"] = "cosine"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.01  # AdamW weight decay
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    eps: float = 1e-8  # AdamW epsilon
+    scheduler: Literal["cosine", "noam", "linear", "constant"] = "cosine"  # learning-rate schedule after warm-up
+    warmup_steps: int = 0  # optimizer steps of linear warm-up
+    min_lr_ratio: float = 0.0  # the schedule's floor, as a fraction of lr
     grad_clip: float = 5.0  # max global grad norm; 0 = off
-    accum_grad: int = 1
+    accum_grad: int = 1  # batches per optimizer step
     amp: Literal["auto", "bf16", "none"] = "auto"  # auto = bf16 on CUDA, none on CPU
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory, more time)
     log_interval: int = 10  # optimizer steps between log lines / TensorBoard points
     valid_interval: int = 0  # optimizer steps between validations; 0 = each epoch's end
     keep_best: int = 3  # checkpoints kept by validation score (for xllm average)
@@ -309,7 +310,7 @@ class TrainOptions:
 class StageConfig(TrainOptions):
     """``stageN:``: trainer options plus what the stage reads and trains."""
 
-    data: StageData = field(default_factory=StageData)
+    data: StageData = field(default_factory=StageData)  # what the stage reads (below)
     batch: dict[str, Any] = field(default_factory=dict)  # overrides of data.batch for this stage
     train_modules: list[str] | None = None  # stage 3: module groups that train (default: adapters)
     seed: int | None = None  # null = the recipe's top-level seed
@@ -332,14 +333,14 @@ class StageConfig(TrainOptions):
 class Recipe:
     """A whole recipe, as ``xllm train`` reads it and ``EXP/stageN/config.yaml`` keeps it."""
 
-    seed: int = 0
+    seed: int = 0  # global seed; a stage's own seed overrides it
     model: Any = field(default_factory=ModelConfig)  # ModelConfig, or the dataclass of model.type
-    features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    stage0: StageConfig | None = None
-    stage1: StageConfig | None = None
-    stage2: StageConfig | None = None
-    stage3: StageConfig | None = None
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)  # front-end options (below)
+    data: DataConfig = field(default_factory=DataConfig)  # where the data directories are and how they are batched
+    stage0: StageConfig | None = None  # stage 0: a small LM on text, only without a pretrained LLM
+    stage1: StageConfig | None = None  # stage 1: each interface with its encoder (C-Former, Q-Former)
+    stage2: StageConfig | None = None  # stage 2: one modality's interface aligned with the frozen LLM
+    stage3: StageConfig | None = None  # stage 3: all modalities together
 
     def stage(self, n: int) -> StageConfig:
         """``stageN:``, which must be present."""
