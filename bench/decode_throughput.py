@@ -76,7 +76,8 @@ def build_tiny(exp: Path, texts: list[str]) -> None:
 
     from xllm_cli.config.schema import parse_model
     from xllm_cli.models.tiny_llm import create_tiny_llm
-    from xllm_cli.models.xllm import XLLM, save_model
+    from xllm_cli.models.saved_model import save_model
+    from xllm_cli.models.xllm import XLLM
 
     cfg = parse_model(yaml.safe_load((REPO / "recipes" / "model" / "tiny.yaml").read_text(encoding="utf-8"))["model"])
     create_tiny_llm(cfg.llm_init, texts, exp / "stage0" / "llm")
@@ -97,7 +98,8 @@ def build_real_scale(exp: Path, texts: list[str]) -> None:
     from xllm_cli.config.schema import LLMInitConfig, parse_model
     from xllm_cli.models.tiny_llm import tiny_llm_config
     from xllm_cli.models.tokenizer import build_char_tokenizer
-    from xllm_cli.models.xllm import XLLM, save_model
+    from xllm_cli.models.saved_model import save_model
+    from xllm_cli.models.xllm import XLLM
 
     whisper_dir = exp / "pretrained" / "whisper-small-shape"
     whisper_dir.mkdir(parents=True, exist_ok=True)

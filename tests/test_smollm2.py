@@ -199,7 +199,7 @@ def test_stages_1_to_3_and_decoding_against_frozen_smollm2(tmp_path, monkeypatch
     torch.set_num_threads(min(2, torch.get_num_threads()))
     _corpus(tmp_path)
     monkeypatch.chdir(tmp_path)
-    small = [f"model.llm.path={model_dir}", "model.max_new_tokens=6",
+    small = [f"model.llm.path={model_dir}", "model.max_new_tokens=6", "data.dir=data",
              "model.speech_encoder.d_model=32", "model.speech_encoder.num_layers=1",
              "model.speech_encoder.num_heads=2", "model.speech_encoder.ffn_dim=64",
              "model.cformer.d_model=32", "model.cformer.num_layers=1", "model.cformer.num_heads=2",

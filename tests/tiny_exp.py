@@ -21,7 +21,8 @@ def build_tiny_exp(root: Path, texts, vision: bool = False, sharp: bool = True, 
 
     from xllm_cli.config.schema import parse_model
     from xllm_cli.models.tiny_llm import create_tiny_llm
-    from xllm_cli.models.xllm import XLLM, save_model
+    from xllm_cli.models.saved_model import save_model
+    from xllm_cli.models.xllm import XLLM
 
     section = yaml.safe_load((REPO / "recipes" / "model" / "tiny.yaml").read_text(encoding="utf-8"))["model"]
     cfg = parse_model(section)

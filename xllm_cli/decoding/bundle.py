@@ -156,7 +156,7 @@ def load_for_decoding(exp: Path, stage: int, device: str = "cpu") -> DecodeBundl
     import torch
     from ..data.features import build_feature_extractor, build_image_transform
     from ..experiment import load_experiment_config, model_dir, num_frames
-    from ..models.xllm import load_model
+    from ..models.saved_model import load_model
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise XllmError("--device cuda: no CUDA device is available (use --device cpu)")

@@ -9,6 +9,10 @@ image queries + vision projection), ``video_queries`` (video queries + frame emb
 This module is the mechanism (the groups, the losses, generation). Which groups a stage
 trains is the X-LLM family's rule (:mod:`xllm_cli.training.xllm_family`, docs/architecture.md);
 model directories are written and read by :mod:`xllm_cli.models.saved_model`.
+
+At ~460 lines it is a little over the project's usual size: the forward paths of the
+three training objectives (stage-1 NAR recogniser, LLM next-token loss, image-text
+contrastive) share the encoders and the prompt layout, and read best side by side.
 """
 
 from __future__ import annotations
@@ -456,10 +460,3 @@ class XLLM(nn.Module):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.llm.save_pretrained(str(out_dir))
         self.tokenizer.save_pretrained(str(out_dir))
-
-
-def __getattr__(name: str):  # save_model/load_model moved to models.saved_model; old imports keep working
-    if name in ("save_model", "load_model", "model_state_to_save"):
-        from xllm_cli.models import saved_model
-        return getattr(saved_model, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
