@@ -173,18 +173,13 @@ def test_stage1_model_has_no_llm_and_the_same_numerics(cfg, monkeypatch):  # noq
 
 def test_stage1_training_never_loads_the_llm(tmp_path, monkeypatch):
     """`xllm train --stage 1` on the (shrunk) tiny recipe: the stage-0 LM's weights are never read."""
-    from test_train_cli import REPO, _synthetic_corpus
+    from test_train_cli import REPO, SHRUNK_TINY, _synthetic_corpus
     from xllm_cli.main import run
     import xllm_cli.models.xllm as xllm_mod
 
     _synthetic_corpus(tmp_path)
     monkeypatch.chdir(tmp_path)
-    small = ["model.llm_init.hidden_size=32", "model.llm_init.num_layers=1", "model.llm_init.num_heads=2",
-             "model.llm_init.num_kv_heads=1", "model.llm_init.intermediate_size=64",
-             "model.speech_encoder.d_model=32", "model.speech_encoder.num_layers=1",
-             "model.speech_encoder.num_heads=2", "model.speech_encoder.ffn_dim=64",
-             "model.cformer.d_model=32", "model.cformer.num_layers=1", "model.cformer.num_heads=2",
-             "model.cformer.ffn_dim=64", "stage0.epochs=1", "stage1.epochs=1", "stage1.cer_utts=2"]
+    small = [*SHRUNK_TINY, "stage0.epochs=1", "stage1.epochs=1", "stage1.cer_utts=2"]
     sets = [arg for s in small for arg in ("--set", s)]
     args = ["--config", str(REPO / "recipes" / "tiny.yaml"), "--exp", "exp", "--device", "cpu", *sets]
     run(["train", "--stage", "0", *args])

@@ -153,35 +153,15 @@ def test_run_sh_rejects_an_unknown_llm():
 # ----------------------------------------------------------------------------- the real model
 
 
+_WORDS = ["红色", "灯", "门", "三个", "打开", "杯子", "关上", "明天"]
+
+
 def _corpus(root: Path) -> None:
     """Noise 'speech' (0.4 s) with 2-3 character transcripts from the mini grammar; images for one set."""
-    import numpy as np
-    import soundfile as sf
-    from PIL import Image
+    from test_train_cli import _synthetic_corpus
 
-    rng = np.random.default_rng(0)
-    words = ["红色", "灯", "门", "三个", "打开", "杯子", "关上", "明天"]
-    for name, n, with_img in (("train", 6, False), ("train_img", 3, True), ("dev", 2, False)):
-        d = root / "data" / name
-        d.mkdir(parents=True)
-        tables: dict[str, list[str]] = {"wav.scp": [], "text": [], "utt2spk": [], "image.scp": []}
-        for i in range(n):
-            utt = f"s1-{name}{i:02d}"
-            wav = root / "wav" / f"{utt}.wav"
-            wav.parent.mkdir(exist_ok=True)
-            sf.write(wav, (rng.normal(size=6400) * 0.1).astype("float32"), 16000)
-            tables["wav.scp"].append(f"{utt} {wav}")
-            tables["text"].append(f"{utt} {words[i % len(words)]}{words[(i + 3) % len(words)][0]}")
-            tables["utt2spk"].append(f"{utt} s1")
-            if with_img:
-                img = root / "img" / f"{utt}.png"
-                img.parent.mkdir(exist_ok=True)
-                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(img)
-                tables["image.scp"].append(f"{utt} {img}")
-        tables["spk2utt"] = ["s1 " + " ".join(line.split()[0] for line in tables["utt2spk"])]
-        for fname, lines in tables.items():
-            if lines:
-                (d / fname).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _synthetic_corpus(root, text_of=lambda i, rng: f"{_WORDS[i % len(_WORDS)]}{_WORDS[(i + 3) % len(_WORDS)][0]}",
+                      sizes=(6, 3, 2), samples=6400, lm_text=False)
 
 
 @pytest.mark.slow

@@ -119,15 +119,31 @@ def test_average_cli_averages_the_best_checkpoints(tmp_path):
     assert proc.returncode != 0 and "no such stage directory" in proc.stderr
 
 
-def _synthetic_corpus(root: Path) -> None:
-    """Noise 'speech' with transcripts (and images for one set): enough to run every stage."""
+# The tiny preset shrunk to the smallest model that still trains every part (``--set`` values).
+SHRUNK_TINY = ["model.llm_init.hidden_size=32", "model.llm_init.num_layers=1", "model.llm_init.num_heads=2",
+               "model.llm_init.num_kv_heads=1", "model.llm_init.intermediate_size=64",
+               "model.speech_encoder.d_model=32", "model.speech_encoder.num_layers=1",
+               "model.speech_encoder.num_heads=2", "model.speech_encoder.ffn_dim=64",
+               "model.cformer.d_model=32", "model.cformer.num_layers=1", "model.cformer.num_heads=2",
+               "model.cformer.ffn_dim=64"]
+
+
+def _random_chars(i: int, rng) -> str:
+    return "".join(rng.choice(list("今天天气很好我们去公园"), 3))
+
+
+def _synthetic_corpus(root: Path, text_of=_random_chars, sizes=(8, 4, 3), samples: int = 8000,
+                      lm_text: bool = True) -> None:
+    """Noise 'speech' with short transcripts in ``root/data/{train,train_img,dev}``; images for train_img.
+
+    ``text_of(i, rng)`` makes utterance i's transcript; ``sizes`` are the three sets' sizes.
+    """
     import numpy as np
     import soundfile as sf
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    chars = list("今天天气很好我们去公园")
-    for name, n, with_img in (("train", 8, False), ("train_img", 4, True), ("dev", 3, False)):
+    for (name, with_img), n in zip((("train", False), ("train_img", True), ("dev", False)), sizes):
         d = root / "data" / name
         d.mkdir(parents=True)
         tables: dict[str, list[str]] = {"wav.scp": [], "text": [], "utt2spk": [], "spk2utt": [], "image.scp": []}
@@ -135,9 +151,9 @@ def _synthetic_corpus(root: Path) -> None:
             utt = f"s1-{name}{i:02d}"
             wav = root / "wav" / f"{utt}.wav"
             wav.parent.mkdir(exist_ok=True)
-            sf.write(wav, (rng.normal(size=8000) * 0.1).astype("float32"), 16000)
+            sf.write(wav, (rng.normal(size=samples) * 0.1).astype("float32"), 16000)
             tables["wav.scp"].append(f"{utt} {wav}")
-            tables["text"].append(f"{utt} {''.join(rng.choice(chars, 3))}")
+            tables["text"].append(f"{utt} {text_of(i, rng)}")
             tables["utt2spk"].append(f"{utt} s1")
             if with_img:
                 img = root / "img" / f"{utt}.png"
@@ -148,8 +164,9 @@ def _synthetic_corpus(root: Path) -> None:
         for fname, lines in tables.items():
             if lines:
                 (d / fname).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (root / "data" / "lm_text").mkdir()
-    (root / "data" / "lm_text" / "text").write_text("l1 我们今天去\n", encoding="utf-8")
+    if lm_text:
+        (root / "data" / "lm_text").mkdir()
+        (root / "data" / "lm_text" / "text").write_text("l1 我们今天去\n", encoding="utf-8")
 
 
 @pytest.mark.slow
@@ -159,12 +176,7 @@ def test_stages_0_to_3_run_end_to_end(tmp_path, monkeypatch):
 
     _synthetic_corpus(tmp_path)
     monkeypatch.chdir(tmp_path)
-    small = ["model.llm_init.hidden_size=32", "model.llm_init.num_layers=1", "model.llm_init.num_heads=2",
-             "model.llm_init.num_kv_heads=1", "model.llm_init.intermediate_size=64",
-             "model.speech_encoder.d_model=32", "model.speech_encoder.num_layers=1",
-             "model.speech_encoder.num_heads=2", "model.speech_encoder.ffn_dim=64",
-             "model.cformer.d_model=32", "model.cformer.num_layers=1", "model.cformer.num_heads=2",
-             "model.cformer.ffn_dim=64", "stage3.data.train=[train, train_img]",
+    small = [*SHRUNK_TINY, "stage3.data.train=[train, train_img]",
              "stage0.epochs=1", "stage1.epochs=2", "stage2.epochs=1", "stage3.epochs=2",
              "stage1.cer_utts=2", "stage2.cer_utts=2", "stage3.cer_utts=2"]
     sets = [arg for s in small for arg in ("--set", s)]

@@ -8,16 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_train_cli import REPO, _synthetic_corpus
+from test_train_cli import REPO, SHRUNK_TINY, _synthetic_corpus
 from xllm_cli.main import run
 from xllm_cli.training import checkpoint as ck
 
-SMALL = ["model.llm_init.hidden_size=32", "model.llm_init.num_layers=1", "model.llm_init.num_heads=2",
-         "model.llm_init.num_kv_heads=1", "model.llm_init.intermediate_size=64",
-         "model.speech_encoder.d_model=32", "model.speech_encoder.num_layers=1",
-         "model.speech_encoder.num_heads=2", "model.speech_encoder.ffn_dim=64",
-         "model.cformer.d_model=32", "model.cformer.num_layers=1", "model.cformer.num_heads=2",
-         "model.cformer.ffn_dim=64", "stage1.cer_utts=0", "stage1.data.image_train=[]", "stage1.keep_best=2"]
+SMALL = [*SHRUNK_TINY, "stage1.cer_utts=0", "stage1.data.image_train=[]", "stage1.keep_best=2"]
 
 
 @pytest.mark.slow
