@@ -15,6 +15,7 @@ from PIL import Image
 
 from xllm_cli.corpora import mini_grammar as G
 from xllm_cli.corpora.mini import SPEECH_SETS, MiniOptions, plan_sets, prepare_mini
+from xllm_cli.corpora.mini_tts import espeak_available
 from xllm_cli.data.datadir import DataDir
 from xllm_cli.data.tables import read_table
 
@@ -24,19 +25,9 @@ pytestmark = pytest.mark.skipif(
 SCALE = "0.05"
 
 
-def have_espeak() -> bool:
-    if shutil.which("espeak-ng"):
-        return True
-    try:
-        import espeakng_loader  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    if not have_espeak():
+    if not espeak_available():
         pytest.skip("needs espeak-ng")
     data = tmp_path_factory.mktemp("mini") / "data"
     r = subprocess.run([sys.executable, "-m", "xllm_cli", "prep", "mini", str(data), "--scale", SCALE, "--jobs", "2"],

@@ -17,6 +17,7 @@ import soundfile as sf
 from xllm_cli.corpora import mini_grammar as G
 from xllm_cli.corpora import mini_grammar_en as E
 from xllm_cli.corpora.mini import SPEAKERS, SPEECH_SETS, MiniOptions, plan_sets, prepare_mini
+from xllm_cli.corpora.mini_tts import espeak_available
 from xllm_cli.data.tables import read_table
 from test_prep_mini import read_key_spans
 
@@ -29,15 +30,7 @@ def _plans(lang: str, seed: int = 0):
 
 
 def have_tools() -> bool:
-    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
-        return False
-    if shutil.which("espeak-ng"):
-        return True
-    try:
-        import espeakng_loader  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return bool(shutil.which("ffmpeg") and shutil.which("ffprobe")) and espeak_available()
 
 
 # ------------------------------------------------------------------ grammar and plan (no audio)

@@ -165,6 +165,17 @@ def split_on_pauses(wave: np.ndarray, rate: int, min_pause: float, threshold: fl
 _ENGINE = None
 
 
+def espeak_available() -> bool:
+    """Whether ``get_engine("auto")`` can find an espeak-ng: the binary on PATH or the wheel's library."""
+    if shutil.which("espeak-ng"):
+        return True
+    try:
+        import espeakng_loader  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def get_engine(backend: str = "auto"):
     """The espeak back end for this process: ``auto`` (binary if on PATH), ``binary`` or ``library``."""
     global _ENGINE
