@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from xllm_cli.config.schema import LLMInitConfig, parse_model  # noqa: E402
 from xllm_cli.data.batch import Batch  # noqa: E402
+from xllm_cli.models.step_probe import probe_step  # noqa: E402
 from xllm_cli.models.tiny_llm import create_tiny_llm  # noqa: E402
 from xllm_cli.models.xllm import XLLM  # noqa: E402
 from xllm_cli.training.xllm_family import XLLM_FAMILY  # noqa: E402
@@ -67,29 +68,12 @@ def peak_bytes(prof) -> int:
 def step(model: XLLM, batch: Batch) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    calls = [0]
-    # transformers checkpoints a layer's forward (inside its hooks): count its attention's calls
-    hooks = [layer.self_attn.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-             for layer in model.llm.base_model.layers]
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        if st.data_ptr() not in weights:  # activations only
-            seen[st.data_ptr()] = st.nbytes()
-        return t
-
     model.zero_grad(set_to_none=True)
     torch.manual_seed(0)  # the same dropout masks in the trained C-Former for both settings
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = model(batch, 2).loss
-        loss.backward()
-    for h in hooks:
-        h.remove()
-    return {"peak": peak_bytes(prof), "saved": sum(seen.values()), "calls": calls[0],
-            "loss": float(loss.detach())}
+        # transformers checkpoints a layer's forward (inside its hooks): the probe counts attention calls
+        p = probe_step(model, list(model.llm.base_model.layers), lambda: model(batch, 2).loss)
+    return {"peak": peak_bytes(prof), "saved": p.saved_bytes, "calls": p.layer_calls, "loss": p.loss}
 
 
 def main() -> None:

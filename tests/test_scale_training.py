@@ -10,6 +10,7 @@ import torch
 
 from test_models import cfg, make_batch  # noqa: F401  (the module-scoped tiny-model fixture)
 from xllm_cli.config.schema import parse_model
+from xllm_cli.models.step_probe import probe_step
 from xllm_cli.models.xllm import XLLM
 from xllm_cli.training.xllm_family import XLLM_FAMILY
 
@@ -28,24 +29,9 @@ def _stage2(c: dict, checkpointing: bool) -> XLLM:
 
 def _step(model: XLLM, batch) -> tuple[float, int, int]:
     """(loss, LLM attention calls in forward + backward, bytes of activations saved for backward)."""
-    calls = [0]
-    hooks = [layer.self_attn.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-             for layer in model.llm.base_model.layers]
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in weights:
-            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
     torch.manual_seed(1)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(batch, 2).loss
-    loss.backward()
-    for h in hooks:
-        h.remove()
-    return float(loss.detach()), calls[0], sum(saved.values())
+    p = probe_step(model, list(model.llm.base_model.layers), lambda: model(batch, 2).loss)
+    return p.loss, p.layer_calls, p.saved_bytes
 
 
 def test_gradient_checkpointing_recomputes_the_frozen_llm_in_stage2(cfg):  # noqa: F811
